@@ -1,0 +1,72 @@
+"""REST routes for accounts and sessions: register, login, logout, me."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from auth.service import Session
+from auth.tokens import parse_bearer
+from chat.connection import CLOSE_UNAUTHORIZED
+from chat.http import json_body, services
+
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def login_required(view: F) -> F:
+    """Authenticate the bearer token before the view runs; the session is in g.session."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        token = parse_bearer(request.headers.get("Authorization"))
+        g.session = services().auth.authenticate(token)
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def current_session() -> Session:
+    return g.session
+
+
+@bp.post("/register")
+def register() -> tuple[Response, int]:
+    body = json_body()
+    username = services().auth.register(body.get("username"), body.get("password"))
+    return jsonify({"username": username}), 201
+
+
+@bp.post("/login")
+def login() -> Response:
+    body = json_body()
+    svc = services()
+    token, username = svc.auth.login(body.get("username"), body.get("password"))
+    return jsonify(
+        {
+            "token": token,
+            "username": username,
+            "session_idle_timeout_s": svc.settings.SESSION_IDLE_TIMEOUT_S,
+        }
+    )
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> tuple[str, int]:
+    svc = services()
+    session = current_session()
+    svc.auth.logout(session)
+    svc.chat.close_session(session.token_hash, CLOSE_UNAUTHORIZED, "Logged out.")
+    return "", 204
+
+
+@bp.get("/me")
+@login_required
+def me() -> Response:
+    username = current_session().username
+    return jsonify({"username": username, "status": services().presence.status(username)})

@@ -1,0 +1,148 @@
+"""Registration, login, logout and token checks: the rules, with storage and hashing injected."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Collection
+
+from auth import store
+from auth.passwords import Passwords
+from auth.tokens import hash_token, new_token
+from chat.database import Database
+from chat.errors import ChatError, bad_request, rate_limited, unauthorized
+from chat.ratelimit import RateLimiter
+from chat.settings import Settings
+
+log = logging.getLogger(__name__)
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+MIN_PASSWORD_CHARS = 8
+# Longer passwords only cost hashing time; nobody types 1,024 characters.
+MAX_PASSWORD_CHARS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """An authenticated caller: who, and which login session (by token hash)."""
+
+    username: str
+    token_hash: str
+
+
+def check_username(username: object) -> str:
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
+        raise bad_request(
+            "A username is 3 to 32 letters, digits, '_', '-' or '.'.", code="invalid_username"
+        )
+    return username
+
+
+def check_password(password: object) -> str:
+    if not isinstance(password, str) or not (
+        MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS
+    ):
+        raise bad_request(
+            f"A password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters.",
+            code="invalid_password",
+        )
+    return password
+
+
+class Auth:
+    """Accounts and sessions. `live_sessions` says which token hashes have an open WebSocket."""
+
+    def __init__(
+        self,
+        db: Database,
+        passwords: Passwords,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._passwords = passwords
+        self._settings = settings
+        self._clock = clock
+        self._failures = RateLimiter(
+            settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S, settings.LOGIN_MAX_FAILURES
+        )
+        self.live_sessions: Callable[[], Collection[str]] = frozenset
+        # Writing last_active on every request would put a commit on every call.
+        self._touch_after_s = min(60.0, settings.SESSION_IDLE_TIMEOUT_S / 4)
+
+    def register(self, username: object, password: object) -> str:
+        username = check_username(username)
+        password = check_password(password)
+        password_hash = self._passwords.hash(password)
+        self._db.run(store.create_user, username, password_hash, self._clock())
+        log.info("registered user %s", username)
+        return username
+
+    def login(self, username: object, password: object) -> tuple[str, str]:
+        """Return (token, canonical username); the token is never stored or logged."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise bad_request("Send a JSON object with string fields username and password.")
+        key = username.lower()[:64]
+        wait = self._failures.wait_time(key, self._clock())
+        if wait > 0:
+            raise rate_limited(wait)
+        row = self._db.run(store.find_user, username) if USERNAME_RE.fullmatch(username) else None
+        ok = self._passwords.verify(
+            row["password_hash"] if row else None, password[:MAX_PASSWORD_CHARS]
+        )
+        if not ok:
+            self._failures.charge(key, self._clock())
+            log.info("failed login for %s", key)
+            raise ChatError(401, "invalid_credentials", "The username or password is wrong.")
+        token = new_token()
+        self._db.run(store.create_session, hash_token(token), row["username"], self._clock())
+        log.info("login %s", row["username"])
+        return token, row["username"]
+
+    def authenticate(self, token: str | None) -> Session:
+        if not token:
+            raise unauthorized()
+        token_hash = hash_token(token)
+        username = self._db.run(
+            self._check_session, token_hash, self._clock(), self._is_live(token_hash)
+        )
+        if username is None:
+            raise unauthorized()
+        return Session(username, token_hash)
+
+    def _is_live(self, token_hash: str) -> bool:
+        return token_hash in self.live_sessions()
+
+    def _check_session(
+        self, conn: sqlite3.Connection, token_hash: str, now: float, live: bool
+    ) -> str | None:
+        row = store.find_session(conn, token_hash)
+        if row is None:
+            return None
+        idle = now - row["last_active"]
+        if idle > self._settings.SESSION_IDLE_TIMEOUT_S and not live:
+            store.delete_session(conn, token_hash)
+            return None
+        if idle > self._touch_after_s:
+            store.touch_sessions(conn, [token_hash], now)
+        return row["username"]
+
+    def logout(self, session: Session) -> None:
+        self._db.run(store.delete_session, session.token_hash)
+        log.info("logout %s", session.username)
+
+    def touch(self, token_hashes: Collection[str]) -> None:
+        if token_hashes:
+            self._db.run(store.touch_sessions, list(token_hashes), self._clock())
+
+    def expire_idle(self, now: float) -> list[str]:
+        """End sessions idle longer than the timeout that hold no live connection."""
+        cutoff = now - self._settings.SESSION_IDLE_TIMEOUT_S
+        expired = self._db.run(store.delete_idle_sessions, cutoff, frozenset(self.live_sessions()))
+        if expired:
+            log.info("expired %d idle sessions", len(expired))
+        self._failures.prune(now)
+        return expired

@@ -1,0 +1,70 @@
+"""SQL for users and sessions. Each function takes an open connection inside a transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+
+from chat.errors import conflict
+
+
+def create_user(conn: sqlite3.Connection, username: str, password_hash: str, now: float) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO users (username_key, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            (username.lower(), username, password_hash, now),
+        )
+    except sqlite3.IntegrityError:
+        raise conflict("username_taken", f"The username {username} is taken.") from None
+
+
+def find_user(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
+    """The user row matching username without regard to case."""
+    return conn.execute(
+        "SELECT username, password_hash, last_seen FROM users WHERE username_key = ?",
+        (username.lower(),),
+    ).fetchone()
+
+
+def list_users(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT username, last_seen FROM users ORDER BY username_key").fetchall()
+
+
+def set_last_seen(conn: sqlite3.Connection, username: str, now: float) -> None:
+    conn.execute("UPDATE users SET last_seen = ? WHERE username = ?", (now, username))
+
+
+def create_session(conn: sqlite3.Connection, token_hash: str, username: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO sessions (token_hash, username, created_at, last_active) VALUES (?, ?, ?, ?)",
+        (token_hash, username, now, now),
+    )
+
+
+def find_session(conn: sqlite3.Connection, token_hash: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT username, last_active FROM sessions WHERE token_hash = ?", (token_hash,)
+    ).fetchone()
+
+
+def touch_sessions(conn: sqlite3.Connection, token_hashes: Collection[str], now: float) -> None:
+    conn.executemany(
+        "UPDATE sessions SET last_active = ? WHERE token_hash = ?",
+        [(now, h) for h in token_hashes],
+    )
+
+
+def delete_session(conn: sqlite3.Connection, token_hash: str) -> bool:
+    return conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+
+def delete_idle_sessions(
+    conn: sqlite3.Connection, cutoff: float, live: Collection[str]
+) -> list[str]:
+    """Delete sessions inactive since before cutoff, except those with a live connection."""
+    rows = conn.execute(
+        "SELECT token_hash FROM sessions WHERE last_active < ?", (cutoff,)
+    ).fetchall()
+    idle = [r["token_hash"] for r in rows if r["token_hash"] not in live]
+    conn.executemany("DELETE FROM sessions WHERE token_hash = ?", [(h,) for h in idle])
+    return idle

@@ -1,0 +1,1 @@
+"""Rooms, messages and live delivery: the heart of Greenroom."""

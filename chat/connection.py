@@ -1,0 +1,217 @@
+"""One WebSocket connection's outgoing side: a bounded outbox drained by a single writer greenlet.
+
+simple-websocket lets any greenlet write to the socket, which is unsafe when two do
+at once and truncates frames under a slow reader. So the socket inside the
+simple-websocket object is replaced by a proxy: its own pong and close replies go
+into our outbox too, and only the writer greenlet ever writes to the socket.
+Broadcasts only append encoded frames here and never wait on a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+
+import gevent
+from gevent.event import Event
+from wsproto.events import CloseConnection
+from wsproto.utilities import LocalProtocolError
+
+from chat.protocol import PING_FRAME, text_frame
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_TIMEOUT = 4002
+CLOSE_TOO_SLOW = 4008
+
+
+class _SocketProxy:
+    """What simple-websocket sees as its socket: reads count as signs of life, writes are queued."""
+
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+        self._sock = sock
+        self._conn = conn
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        self._conn.heard()
+        return data
+
+    def send(self, data: bytes) -> int:
+        self._conn.push_control(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._conn.reader_done()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+class Connection:
+    """An authenticated WebSocket client as the chat core sees it."""
+
+    def __init__(
+        self,
+        ws: object,
+        max_frames: int,
+        max_bytes: int,
+        close_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ws = ws
+        self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
+        ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
+        self._clock = clock
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._close_timeout_s = close_timeout_s
+        self.username: str | None = None
+        self.session: str | None = None
+        self.delivered: dict[str, int] = {}  # room id -> highest seq queued to this client
+        # room id -> (seq, frame) of live messages held back while a join reads history
+        self.pending: dict[str, list[tuple[int, bytes]]] = {}
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self.last_heard = clock()
+        self.last_ping = self.last_heard
+        self.close_code: int | None = None
+        self._close_reason = ""
+        self._reader_finished = False
+        self._writer_finished = False
+        self._wake = Event()
+        self.done = Event()
+        self._abort_timer: gevent.Greenlet | None = None
+        self._writer = gevent.spawn(self._write_loop)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.username} fd={self._fileno()}>"
+
+    def _fileno(self) -> int:
+        try:
+            return self._sock.fileno()
+        except OSError:
+            return -1
+
+    @property
+    def open(self) -> bool:
+        return self.close_code is None and not self._reader_finished
+
+    def heard(self) -> None:
+        self.last_heard = self._clock()
+
+    def push(self, frame: bytes) -> bool:
+        """Queue an encoded frame; close with 4008 instead when the outbox is full."""
+        if not self.open:
+            return False
+        if (
+            len(self._outbox) >= self._max_frames
+            or self._outbox_bytes + len(frame) > self._max_bytes
+        ):
+            log.warning(
+                "closing slow client %s: %d frames, %d bytes queued",
+                self.username,
+                len(self._outbox),
+                self._outbox_bytes,
+            )
+            self.close(CLOSE_TOO_SLOW, "too slow: reconnect and join with since")
+            return False
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        self._wake.set()
+        return True
+
+    def push_control(self, data: bytes) -> None:
+        """Bytes simple-websocket wants written (pong, close reply): small, never bounded."""
+        if not self._writer_finished:
+            self._outbox.append(data)
+            self._wake.set()
+
+    def send(self, obj: dict[str, object]) -> bool:
+        return self.push(text_frame(obj))
+
+    def deliver(self, room: str, seq: int, frame: bytes) -> None:
+        """Queue a room message once, in seq order; hold it back while this room's join is reading history."""
+        held = self.pending.get(room)
+        if held is not None:
+            if len(held) >= self._max_frames:
+                self.close(CLOSE_TOO_SLOW, "too slow: reconnect and join with since")
+            held.append((seq, frame))
+            return
+        if seq <= self.delivered.get(room, 0):
+            return
+        self.delivered[room] = seq
+        self.push(frame)
+
+    def ping(self, now: float) -> None:
+        self.last_ping = now
+        self.push(PING_FRAME)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close after what is queued is written (a slow client's queue is dropped instead)."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._close_reason = reason
+        if code == CLOSE_TOO_SLOW:
+            self._outbox.clear()
+            self._outbox_bytes = 0
+        self._wake.set()
+        # A client that stops reading could hold the writer in sendall forever.
+        self._abort_timer = gevent.spawn_later(self._close_timeout_s, self.abort)
+
+    def abort(self) -> None:
+        """Cut the TCP connection now; the reader and writer both end."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def reader_done(self) -> None:
+        self._reader_finished = True
+        self._wake.set()
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                while self._outbox:
+                    data = b"".join(self._outbox)
+                    self._outbox.clear()
+                    self._outbox_bytes = 0
+                    self._sock.sendall(data)
+                if self.close_code is not None or self._reader_finished:
+                    break
+            if not self._reader_finished:
+                self._send_close()
+                self.ws.thread.join(self._close_timeout_s)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        finally:
+            self._writer_finished = True
+            self.abort()
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            if self._abort_timer is not None:
+                self._abort_timer.kill(block=False)
+            self.done.set()
+
+    def _send_close(self) -> None:
+        try:
+            data = self.ws.ws.send(CloseConnection(self.close_code, self._close_reason))  # type: ignore[attr-defined]
+        except LocalProtocolError:
+            return
+        self._sock.sendall(data)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)

@@ -1,0 +1,126 @@
+"""The SQLite connection and schema, and running SQL off the gevent hub.
+
+Every call goes through one OS thread in a gevent threadpool: SQLite serialises
+writers anyway, a single connection needs no locking, and the hub keeps running
+other greenlets while a query or commit is in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from gevent.threadpool import ThreadPool
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username_key TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    last_active REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL REFERENCES users(username),
+    capacity INTEGER NOT NULL,
+    private INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS members (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    username TEXT NOT NULL REFERENCES users(username),
+    joined_at REAL NOT NULL,
+    PRIMARY KEY (room_id, username)
+);
+CREATE INDEX IF NOT EXISTS members_by_user ON members(username);
+CREATE TABLE IF NOT EXISTS invites (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    username TEXT NOT NULL REFERENCES users(username),
+    PRIMARY KEY (room_id, username)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ts REAL NOT NULL,
+    client_msg_id TEXT,
+    PRIMARY KEY (room_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
+    ON messages(username, client_msg_id) WHERE client_msg_id IS NOT NULL;
+"""
+
+
+def sqlite_path(url: str) -> Path:
+    """sqlite:///relative/or/absolute/path -> Path."""
+    return Path(url.removeprefix("sqlite:///"))
+
+
+class Database:
+    """One SQLite connection, used only from one pool thread."""
+
+    def __init__(self, url: str) -> None:
+        self.path = sqlite_path(url)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPool(1)
+        self._conn: sqlite3.Connection | None = None
+        self._pool.apply(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            # isolation_level=None: we issue BEGIN ourselves, so one run() is one transaction.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash (SIGKILL), not a power loss.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _transact(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        conn = self._connect()
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        if elapsed > 0.5:
+            log.warning("slow transaction %s took %.3f s", getattr(fn, "__name__", fn), elapsed)
+        return result
+
+    def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run fn(conn, *args) in one transaction on the database thread; block only this greenlet."""
+        return self._pool.apply(self._transact, (fn, args))
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._pool.apply(_close)
+        self._pool.kill()

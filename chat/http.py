@@ -1,0 +1,86 @@
+"""What every REST route shares: the per-app services, JSON body parsing, JSON error responses."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
+
+from chat.errors import ChatError, bad_request
+
+if TYPE_CHECKING:
+    from auth.service import Auth
+    from chat.database import Database
+    from chat.service import Chat
+    from chat.settings import Settings
+    from presence.sweeper import Sweeper
+    from presence.tracker import Presence
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Services:
+    """Everything one app instance owns; kept in app.extensions["greenroom"]."""
+
+    settings: Settings
+    db: Database
+    auth: Auth
+    chat: Chat
+    presence: Presence
+    sweeper: Sweeper
+    shutting_down: bool = False
+
+
+def services() -> Services:
+    return current_app.extensions["greenroom"]
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 bad_request."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object (Content-Type: application/json).")
+    return data
+
+
+def error_response(err: ChatError) -> tuple[Response, int]:
+    response = jsonify({"error": err.to_dict()})
+    if err.status == 429 and "retry_after_s" in err.extra:
+        response.headers["Retry-After"] = str(err.extra["retry_after_s"])
+    return response, err.status
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    if isinstance(exc, WebsocketMismatch):
+        return error_response(
+            ChatError(400, "bad_request", "This is a WebSocket endpoint: send an Upgrade request.")
+        )
+    status = exc.code or 500
+    code = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        415: "bad_request",
+    }.get(status, "bad_request" if status < 500 else "internal_error")
+    message = {
+        404: "There is no such route.",
+        405: "That method is not allowed on this route.",
+        413: "The request body is too large.",
+    }.get(status, exc.description or exc.name)
+    return error_response(ChatError(status, code, message))
+
+
+def _unexpected(exc: Exception) -> tuple[Response, int]:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(ChatError(500, "internal_error", "Something went wrong on the server."))
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ChatError, error_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

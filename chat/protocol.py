@@ -1,0 +1,149 @@
+"""The wire format: client frames parsed and validated into objects, server frames built. No I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from datetime import UTC, datetime
+
+from chat.errors import ChatError
+
+MAX_CLIENT_MSG_ID_CHARS = 64
+MAX_ROOM_ID_CHARS = 64
+
+# client frame type -> {field: (required, types)}
+_FIELDS: dict[str, dict[str, tuple[bool, tuple[type, ...]]]] = {
+    "auth": {"token": (True, (str,))},
+    "join": {"room": (True, (str,)), "since": (False, (int,))},
+    "leave": {"room": (True, (str,))},
+    "send": {"room": (True, (str,)), "body": (True, (str,)), "client_msg_id": (True, (str,))},
+    "typing": {"room": (True, (str,))},
+    "ping": {},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """A validated client frame."""
+
+    type: str
+    room: str | None = None
+    since: int | None = None
+    body: str | None = None
+    client_msg_id: str | None = None
+    token: str | None = None
+
+
+def iso(ts: float) -> str:
+    """Seconds since the epoch as ISO-8601 UTC with milliseconds, e.g. 2026-11-24T02:06:50.123Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def invalid_frame(message: str, **echo: object) -> ChatError:
+    return ChatError(400, "invalid_frame", message, **echo)
+
+
+def _echo(obj: dict[str, object]) -> dict[str, object]:
+    """The room and client_msg_id of a frame, repeated in an error it caused."""
+    return {k: obj[k] for k in ("room", "client_msg_id") if isinstance(obj.get(k), str)}
+
+
+def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
+    """Parse one client frame; raise ChatError (an error frame, connection stays open) if bad."""
+    if isinstance(text, bytes):
+        raise invalid_frame("Frames are JSON text, not binary.")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise invalid_frame("The frame is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise invalid_frame("A frame is a JSON object with a type field.")
+    echo = _echo(obj)
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise invalid_frame("A frame is a JSON object with a type field.", **echo)
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        raise ChatError(400, "unknown_type", f"Unknown frame type {kind[:40]!r}.", **echo)
+    values: dict[str, object] = {}
+    for name, (required, types) in fields.items():
+        value = obj.get(name)
+        if value is None:
+            if required:
+                raise invalid_frame(f"A {kind} frame needs the field {name}.", **echo)
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise invalid_frame(f"The field {name} of a {kind} frame has the wrong type.", **echo)
+        values[name] = value
+    frame = Frame(type=kind, **values)  # type: ignore[arg-type]
+    if frame.room is not None:
+        check_room_id(frame.room, echo)
+    if frame.since is not None and frame.since < 0:
+        raise invalid_frame("since is a sequence number, 0 or more.", **echo)
+    if frame.client_msg_id is not None:
+        check_client_msg_id(frame.client_msg_id, echo)
+    if frame.body is not None:
+        check_body(frame.body, max_message_chars, echo)
+    return frame
+
+
+def check_room_id(room: str, echo: dict[str, object] | None = None) -> str:
+    if not room or len(room) > MAX_ROOM_ID_CHARS:
+        raise invalid_frame("room is a room id.", **(echo or {}))
+    return room
+
+
+def check_client_msg_id(value: object, echo: dict[str, object] | None = None) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_CLIENT_MSG_ID_CHARS
+        or not value.isprintable()
+    ):
+        raise ChatError(
+            400,
+            "invalid_message",
+            f"client_msg_id is 1 to {MAX_CLIENT_MSG_ID_CHARS} printable characters.",
+            **(echo or {}),
+        )
+    return value
+
+
+def check_body(body: object, max_chars: int, echo: dict[str, object] | None = None) -> str:
+    if not isinstance(body, str) or not body.strip():
+        raise ChatError(400, "invalid_message", "A message body is non-empty text.", **(echo or {}))
+    if len(body) > max_chars:
+        raise ChatError(
+            400,
+            "invalid_message",
+            f"A message body is at most {max_chars} characters.",
+            **(echo or {}),
+        )
+    return body
+
+
+def dumps(obj: dict[str, object]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_text(payload: bytes) -> bytes:
+    """One unmasked, uncompressed WebSocket text frame (RFC 6455): the same bytes suit every client."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+def text_frame(obj: dict[str, object]) -> bytes:
+    return encode_text(dumps(obj))
+
+
+PING_FRAME = b"\x89\x00"
+
+
+def error_frame(err: ChatError) -> dict[str, object]:
+    return {"type": "error", **err.to_dict()}

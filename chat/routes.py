@@ -1,0 +1,108 @@
+"""REST routes for rooms, membership, invites and messages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from auth.routes import current_session, login_required
+from chat.errors import bad_request
+from chat.http import json_body, services
+from chat.protocol import MAX_ROOM_ID_CHARS
+from chat.store import room_not_found
+
+bp = Blueprint("rooms", __name__, url_prefix="/api/rooms")
+
+
+def _user() -> str:
+    return current_session().username
+
+
+def _room_id(room_id: str) -> str:
+    if len(room_id) > MAX_ROOM_ID_CHARS:
+        raise room_not_found(room_id[:MAX_ROOM_ID_CHARS] + "...")
+    return room_id
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise bad_request(f"{name} must be a whole number, 0 or more.")
+    return int(raw)
+
+
+@bp.post("")
+@login_required
+def create_room() -> tuple[Response, int]:
+    body = json_body()
+    room = services().chat.create_room(
+        _user(), body.get("name"), body.get("capacity"), body.get("private")
+    )
+    return jsonify(room), 201
+
+
+@bp.get("")
+@login_required
+def list_rooms() -> Response:
+    return jsonify({"rooms": services().chat.list_rooms(_user())})
+
+
+@bp.get("/<room_id>")
+@login_required
+def get_room(room_id: str) -> Response:
+    return jsonify(services().chat.get_room(_user(), _room_id(room_id)))
+
+
+@bp.delete("/<room_id>")
+@login_required
+def delete_room(room_id: str) -> tuple[str, int]:
+    services().chat.delete_room(_user(), _room_id(room_id))
+    return "", 204
+
+
+@bp.post("/<room_id>/join")
+@login_required
+def join(room_id: str) -> Response:
+    return jsonify(services().chat.join(_user(), _room_id(room_id)))
+
+
+@bp.post("/<room_id>/leave")
+@login_required
+def leave(room_id: str) -> tuple[str, int]:
+    services().chat.leave(_user(), _room_id(room_id))
+    return "", 204
+
+
+@bp.get("/<room_id>/members")
+@login_required
+def members(room_id: str) -> Response:
+    return jsonify({"members": services().chat.members(_user(), _room_id(room_id))})
+
+
+@bp.post("/<room_id>/invites")
+@login_required
+def invite(room_id: str) -> tuple[str, int]:
+    services().chat.invite(_user(), _room_id(room_id), json_body().get("username"))
+    return "", 204
+
+
+@bp.get("/<room_id>/messages")
+@login_required
+def history(room_id: str) -> Response:
+    page = services().chat.history(
+        _user(), _room_id(room_id), _int_arg("before"), _int_arg("after"), _int_arg("limit")
+    )
+    return jsonify(
+        {"messages": page.messages, "has_more": page.has_more, "last_seq": page.last_seq}
+    )
+
+
+@bp.post("/<room_id>/messages")
+@login_required
+def post_message(room_id: str) -> tuple[Response, int]:
+    body = json_body()
+    message, retry = services().chat.post(
+        _user(), _room_id(room_id), body.get("body"), body.get("client_msg_id")
+    )
+    return jsonify(message), 200 if retry else 201

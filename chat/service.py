@@ -1,0 +1,306 @@
+"""The chat core: rooms, membership, messages and live delivery, shared by the REST routes and /ws.
+
+Routes and the WebSocket loop parse input and call in here; this module owns the
+rules and who gets which frame. SQL lives in chat.store, the live map in chat.rooms.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from chat import store
+from chat.connection import Connection
+from chat.database import Database
+from chat.errors import ChatError, bad_request, forbidden, rate_limited
+from chat.protocol import check_body, check_client_msg_id, error_frame, text_frame
+from chat.ratelimit import RateLimiter
+from chat.rooms import RoomRegistry
+from chat.settings import Settings
+from chat.writer import MessageWriter
+from presence.tracker import Presence
+
+log = logging.getLogger(__name__)
+
+
+def invalid_room(message: str) -> ChatError:
+    return bad_request(message, code="invalid_room")
+
+
+def not_joined(room_id: str, **echo: object) -> ChatError:
+    return forbidden("not_joined", f"Join room {room_id} on this connection first.").with_extra(
+        **echo
+    )
+
+
+class Chat:
+    """Rooms and messages, and the live connections that follow them."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        registry: RoomRegistry[Connection],
+        presence: Presence,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self.registry = registry
+        self.presence = presence
+        self.writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, self._publish_message)
+        self.send_limits = RateLimiter(settings.SEND_RATE_PER_S, settings.SEND_BURST)
+        self._typing: dict[tuple[str, str], float] = {}  # (user, room) -> when last forwarded
+
+    # ---- rooms -------------------------------------------------------------
+
+    def create_room(
+        self, username: str, name: object, capacity: object, private: object
+    ) -> dict[str, object]:
+        s = self._settings
+        if not isinstance(name, str) or not name.strip() or len(name) > s.MAX_ROOM_NAME_CHARS:
+            raise invalid_room(f"A room name is 1 to {s.MAX_ROOM_NAME_CHARS} characters.")
+        if capacity is None:
+            capacity = s.DEFAULT_ROOM_CAPACITY
+        if (
+            isinstance(capacity, bool)
+            or not isinstance(capacity, int)
+            or not 1 <= capacity <= s.MAX_ROOM_CAPACITY
+        ):
+            raise invalid_room(f"capacity is a whole number from 1 to {s.MAX_ROOM_CAPACITY}.")
+        if private is None:
+            private = False
+        if not isinstance(private, bool):
+            raise invalid_room("private is true or false.")
+        room = self._db.run(
+            store.create_room, username, name.strip(), capacity, private, self._clock()
+        )
+        log.info(
+            "room %s created by %s (capacity %d, private %s)",
+            room["id"],
+            username,
+            capacity,
+            private,
+        )
+        return room
+
+    def list_rooms(self, username: str) -> list[dict[str, object]]:
+        return self._db.run(store.list_rooms, username)
+
+    def get_room(self, username: str, room_id: str) -> dict[str, object]:
+        room, names = self._db.run(store.get_room, room_id, username)
+        return self._with_counts(room, names)
+
+    def _with_counts(self, room: dict[str, object], names: list[str]) -> dict[str, object]:
+        online = sum(1 for n in names if self.registry.is_online(n))
+        return {**room, "member_count": len(names), "online_count": online}
+
+    def delete_room(self, username: str, room_id: str) -> None:
+        self._db.run(store.delete_room, room_id, username)
+        frame = text_frame({"type": "room_deleted", "room": room_id})
+        for conn in self.registry.drop_room(room_id):
+            conn.delivered.pop(room_id, None)
+            conn.push(frame)
+        log.info("room %s deleted by %s", room_id, username)
+
+    def join(self, username: str, room_id: str) -> dict[str, object]:
+        room, new = self._db.run(store.join_room, room_id, username, self._clock())
+        if new:
+            self._notify_room(room_id, {"type": "member_joined", "room": room_id, "user": username})
+            log.info("%s joined room %s", username, room_id)
+        room_full, names = self._db.run(store.get_room, room_id, username)
+        return self._with_counts(room_full, names)
+
+    def leave(self, username: str, room_id: str) -> None:
+        self._db.run(store.leave_room, room_id, username)
+        self._notify_room(room_id, {"type": "member_left", "room": room_id, "user": username})
+        for conn in self.registry.unsubscribe_user(room_id, username):
+            conn.delivered.pop(room_id, None)
+        log.info("%s left room %s", username, room_id)
+
+    def members(self, username: str, room_id: str) -> list[dict[str, object]]:
+        names = self._db.run(store.member_names, room_id, username)
+        return [{"username": n, "status": self.presence.status(n)} for n in names]
+
+    def invite(self, username: str, room_id: str, invitee: object) -> str:
+        if not isinstance(invitee, str) or not invitee:
+            raise bad_request("Send a JSON object with a string field username.")
+        return self._db.run(store.invite, room_id, username, invitee)
+
+    def history(
+        self, username: str, room_id: str, before: int | None, after: int | None, limit: int | None
+    ) -> store.Page:
+        s = self._settings
+        limit = s.HISTORY_PAGE_SIZE if limit is None else limit
+        if not 1 <= limit <= s.HISTORY_MAX_PAGE_SIZE:
+            raise bad_request(f"limit is from 1 to {s.HISTORY_MAX_PAGE_SIZE}.")
+        for name, value in (("before", before), ("after", after)):
+            if value is not None and value < 0:
+                raise bad_request(f"{name} is a sequence number, 0 or more.")
+        return self._db.run(store.read_page, room_id, username, before, after, limit)
+
+    def post(
+        self, username: str, room_id: str, body: object, client_msg_id: object
+    ) -> tuple[dict[str, object], bool]:
+        """Store a message sent over REST; return (message, whether it was a retry)."""
+        body = check_body(body, self._settings.MAX_MESSAGE_CHARS)
+        if client_msg_id is not None:
+            client_msg_id = check_client_msg_id(client_msg_id)
+        self._check_rate(username)
+        stored = self.writer.store(
+            store.Draft(room_id, username, body, client_msg_id, self._clock())
+        )
+        if stored.error is not None:
+            raise stored.error
+        assert stored.message is not None
+        return stored.message, stored.duplicate
+
+    def _check_rate(self, username: str, **echo: object) -> None:
+        wait = self.send_limits.acquire(username, self._clock())
+        if wait > 0:
+            raise rate_limited(wait).with_extra(**echo)
+
+    # ---- live delivery ----------------------------------------------------
+
+    def _publish_message(self, message: dict[str, object]) -> None:
+        """Runs on the writer greenlet in commit order: encode once, queue to every subscriber."""
+        room = message["room"]
+        seq = message["seq"]
+        frame = text_frame({"type": "message", **message})
+        for conn in self.registry.subscribers(room):  # type: ignore[arg-type]
+            conn.deliver(room, seq, frame)  # type: ignore[arg-type]
+
+    def _notify_room(self, room_id: str, obj: dict[str, object]) -> None:
+        frame = text_frame(obj)
+        for conn in self.registry.subscribers(room_id):
+            conn.push(frame)
+
+    def connect(self, conn: Connection, username: str, session: str) -> None:
+        conn.username = username
+        conn.session = session
+        if self.registry.add(conn, username, session):
+            self.presence.came_online(username)
+        log.info("connected %s (%d connections)", username, len(self.registry))
+
+    def disconnect(self, conn: Connection) -> None:
+        if conn.username is None or self.registry.owner(conn) is None:
+            return
+        session_still_live = len(self.registry.connections_of_session(conn.session or "")) > 1
+        if self.registry.remove(conn):
+            self.presence.went_offline(conn.username)
+        if not session_still_live and conn.session:
+            self.presence.session_ended(conn.session)
+        log.info("disconnected %s (%d connections)", conn.username, len(self.registry))
+
+    def ws_join(self, conn: Connection, room_id: str, since: int | None) -> None:
+        username = conn.username
+        assert username is not None
+        self.join(username, room_id)
+        # Subscribe before reading history, and hold live messages back until `joined`
+        # is queued: then nothing falls between history and live, and deliver() drops repeats.
+        conn.pending[room_id] = []
+        self.registry.subscribe(room_id, conn)
+        try:
+            page, truncated, names = self._db.run(self._replay, room_id, username, since)
+        except BaseException:
+            conn.pending.pop(room_id, None)
+            self.registry.unsubscribe(room_id, conn)
+            raise
+        held = conn.pending.pop(room_id)
+        conn.delivered[room_id] = page.last_seq
+        conn.send(
+            {
+                "type": "joined",
+                "room": room_id,
+                "last_seq": page.last_seq,
+                "history": page.messages,
+                "members": [{"username": n, "status": self.presence.status(n)} for n in names],
+                "truncated": truncated,
+            }
+        )
+        for seq, frame in held:
+            conn.deliver(room_id, seq, frame)
+
+    def _replay(
+        self, db_conn: object, room_id: str, username: str, since: int | None
+    ) -> tuple[store.Page, bool, list[str]]:
+        s = self._settings
+        if since is None:
+            page = store.read_page(db_conn, room_id, username, None, None, s.HISTORY_PAGE_SIZE)  # type: ignore[arg-type]
+            truncated = False
+        else:
+            # The newest REPLAY_MAX_MESSAGES after `since`: the client can page back over REST.
+            page = store.read_page(db_conn, room_id, username, None, None, s.REPLAY_MAX_MESSAGES)  # type: ignore[arg-type]
+            page.messages = [m for m in page.messages if m["seq"] > since]  # type: ignore[operator]
+            oldest_wanted = since + 1
+            first_sent = page.messages[0]["seq"] if page.messages else page.last_seq + 1
+            truncated = oldest_wanted < first_sent and since < page.last_seq
+        names = store.member_names(db_conn, room_id, username)  # type: ignore[arg-type]
+        return page, truncated, names
+
+    def ws_leave(self, conn: Connection, room_id: str) -> None:
+        assert conn.username is not None
+        self.leave(conn.username, room_id)
+        conn.send({"type": "left", "room": room_id})
+
+    def ws_send(self, conn: Connection, room_id: str, body: str, client_msg_id: str) -> None:
+        """Queue a message; the ack (or error) is sent from the writer after the commit."""
+        echo = {"room": room_id, "client_msg_id": client_msg_id}
+        if not self.registry.is_subscribed(room_id, conn):
+            raise not_joined(room_id, **echo)
+        assert conn.username is not None
+        self._check_rate(conn.username, **echo)
+
+        def done(stored: store.Stored) -> None:
+            if stored.error is not None:
+                conn.send(error_frame(stored.error.with_extra(**echo)))
+            else:
+                assert stored.message is not None
+                conn.send(
+                    {
+                        "type": "ack",
+                        "room": room_id,
+                        "client_msg_id": client_msg_id,
+                        "seq": stored.message["seq"],
+                    }
+                )
+
+        self.writer.submit(
+            store.Draft(room_id, conn.username, body, client_msg_id, self._clock()), done
+        )
+
+    def ws_typing(self, conn: Connection, room_id: str) -> None:
+        if not self.registry.is_subscribed(room_id, conn):
+            raise not_joined(room_id, room=room_id)
+        assert conn.username is not None
+        now = self._clock()
+        key = (conn.username, room_id)
+        if now - self._typing.get(key, 0.0) < self._settings.TYPING_INTERVAL_S:
+            return  # typing is a hint: extra ones are dropped, not refused
+        self._typing[key] = now
+        frame = text_frame({"type": "typing", "room": room_id, "user": conn.username})
+        for other in self.registry.subscribers(room_id):
+            if other.username != conn.username:
+                other.push(frame)
+
+    def prune(self, now: float) -> None:
+        """Forget rate-limit and typing state that no longer matters."""
+        self.send_limits.prune(now)
+        horizon = now - self._settings.TYPING_INTERVAL_S
+        for key in [k for k, t in self._typing.items() if t < horizon]:
+            del self._typing[key]
+
+    def close_session(self, session: str, code: int, reason: str) -> int:
+        conns = self.registry.connections_of_session(session)
+        for conn in conns:
+            conn.send(error_frame(ChatError(401, "unauthorized", reason)))
+            conn.close(code, reason)
+        return len(conns)
+
+    def close_all(self, code: int, reason: str) -> list[Connection]:
+        conns = self.registry.connections()
+        for conn in conns:
+            conn.close(code, reason)
+        return conns

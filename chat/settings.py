@@ -1,0 +1,108 @@
+"""Every Greenroom setting: its name, its default, and how it is read from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'var' / 'greenroom.db'}"
+
+
+class SettingsError(ValueError):
+    """A setting in the environment cannot be parsed or is out of range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """All tunables. Field names are the env names without the GREENROOM_ prefix."""
+
+    HOST: str = "127.0.0.1"
+    PORT: int = 8000
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+
+    PRESENCE_TIMEOUT_S: float = 60.0
+    PING_INTERVAL_S: float = 20.0
+    SWEEP_INTERVAL_S: float = 5.0
+    SESSION_IDLE_TIMEOUT_S: float = 7 * 24 * 3600.0
+    AUTH_TIMEOUT_S: float = 10.0
+    SHUTDOWN_TIMEOUT_S: float = 10.0
+    CLOSE_TIMEOUT_S: float = 5.0
+
+    ROOM_HISTORY_LIMIT: int = 10_000
+    REPLAY_MAX_MESSAGES: int = 1_000
+    HISTORY_PAGE_SIZE: int = 50
+    HISTORY_MAX_PAGE_SIZE: int = 500
+    MAX_MESSAGE_CHARS: int = 4_000
+    MAX_ROOM_NAME_CHARS: int = 64
+    DEFAULT_ROOM_CAPACITY: int = 10_000
+    MAX_ROOM_CAPACITY: int = 100_000
+
+    SEND_RATE_PER_S: float = 5.0
+    SEND_BURST: int = 20
+    LOGIN_MAX_FAILURES: int = 5
+    LOGIN_WINDOW_S: float = 60.0
+    TYPING_INTERVAL_S: float = 1.0
+
+    MAX_FRAME_BYTES: int = 65_536
+    MAX_REQUEST_BYTES: int = 65_536
+    OUTBOX_MAX_FRAMES: int = 1_000
+    OUTBOX_MAX_BYTES: int = 1_048_576
+
+    ARGON2_TIME_COST: int = 3
+    ARGON2_MEMORY_KIB: int = 65_536
+    ARGON2_PARALLELISM: int = 4
+
+    LOG_LEVEL: str = "INFO"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# Read under their usual names, without the GREENROOM_ prefix.
+_PLAIN_NAMES = {"HOST", "PORT", "DATABASE_URL"}
+
+
+def env_name(field: str) -> str:
+    return field if field in _PLAIN_NAMES else f"GREENROOM_{field}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from the environment; explicit overrides win."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for field in dataclasses.fields(Settings):
+        raw = environ.get(env_name(field.name))
+        if raw is None or raw == "":
+            continue
+        values[field.name] = _parse(field.name, field.type, raw)
+    values.update(overrides)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    try:
+        if type_name in ("int", int):
+            return int(raw.replace("_", ""))
+        if type_name in ("float", float):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{env_name(name)}={raw!r} is not a number") from None
+    return raw
+
+
+def _check(settings: Settings) -> None:
+    for field in dataclasses.fields(Settings):
+        value = getattr(settings, field.name)
+        if isinstance(value, int | float) and field.name != "PORT" and value <= 0:
+            raise SettingsError(f"{env_name(field.name)} must be positive, got {value}")
+    if not 0 <= settings.PORT <= 65535:
+        raise SettingsError(f"PORT must be 0..65535, got {settings.PORT}")
+    if settings.DEFAULT_ROOM_CAPACITY > settings.MAX_ROOM_CAPACITY:
+        raise SettingsError("GREENROOM_DEFAULT_ROOM_CAPACITY exceeds GREENROOM_MAX_ROOM_CAPACITY")
+    if not settings.DATABASE_URL.startswith("sqlite:///"):
+        raise SettingsError("DATABASE_URL must be sqlite:///path (PostgreSQL is not supported yet)")

@@ -1,0 +1,353 @@
+"""SQL for rooms, members, invites and messages. Each function runs inside one transaction.
+
+Room access rules that must be atomic with the write (capacity, privacy, ownership)
+are checked here, inside the transaction, so two joins can never both take the last seat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import sqlite3
+
+from chat.errors import ChatError, conflict, forbidden, not_found
+from chat.protocol import iso
+
+ROOM_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+ROOM_ID_CHARS = 10
+
+
+def new_room_id() -> str:
+    return "".join(secrets.choice(ROOM_ID_ALPHABET) for _ in range(ROOM_ID_CHARS))
+
+
+def room_not_found(room_id: str) -> ChatError:
+    return not_found("room_not_found", f"There is no room {room_id}.")
+
+
+def not_a_member(room_id: str) -> ChatError:
+    return forbidden("not_a_member", f"You are not a member of room {room_id}.")
+
+
+def room_restricted(room_id: str) -> ChatError:
+    return forbidden("room_restricted", f"Room {room_id} is private: ask its owner for an invite.")
+
+
+def room_dict(row: sqlite3.Row) -> dict[str, object]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "owner": row["owner"],
+        "capacity": row["capacity"],
+        "private": bool(row["private"]),
+        "created_at": iso(row["created_at"]),
+        "last_seq": row["last_seq"],
+    }
+
+
+def _room(conn: sqlite3.Connection, room_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM rooms WHERE id = ?", (room_id,)).fetchone()
+    if row is None:
+        raise room_not_found(room_id)
+    return row
+
+
+def _is_member(conn: sqlite3.Connection, room_id: str, username: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM members WHERE room_id = ? AND username = ?", (room_id, username)
+        ).fetchone()
+        is not None
+    )
+
+
+def _is_invited(conn: sqlite3.Connection, room_id: str, username: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM invites WHERE room_id = ? AND username = ?", (room_id, username)
+        ).fetchone()
+        is not None
+    )
+
+
+def _member_count(conn: sqlite3.Connection, room_id: str) -> int:
+    return conn.execute("SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,)).fetchone()[0]
+
+
+def create_room(
+    conn: sqlite3.Connection, owner: str, name: str, capacity: int, private: bool, now: float
+) -> dict[str, object]:
+    while True:
+        room_id = new_room_id()
+        if conn.execute("SELECT 1 FROM rooms WHERE id = ?", (room_id,)).fetchone() is None:
+            break
+    conn.execute(
+        "INSERT INTO rooms (id, name, owner, capacity, private, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (room_id, name, owner, capacity, int(private), now),
+    )
+    conn.execute(
+        "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)", (room_id, owner, now)
+    )
+    return room_dict(_room(conn, room_id))
+
+
+def list_rooms(conn: sqlite3.Connection, username: str) -> list[dict[str, object]]:
+    """Public rooms, and private rooms the user belongs to or is invited to."""
+    rows = conn.execute(
+        """
+        SELECT r.*, (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id) AS member_count,
+               EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?) AS member
+        FROM rooms r
+        WHERE r.private = 0
+           OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?)
+           OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.username = ?)
+        ORDER BY r.created_at, r.id
+        """,
+        (username, username, username),
+    ).fetchall()
+    return [
+        {**room_dict(r), "member_count": r["member_count"], "member": bool(r["member"])}
+        for r in rows
+    ]
+
+
+def get_room(
+    conn: sqlite3.Connection, room_id: str, username: str
+) -> tuple[dict[str, object], list[str]]:
+    """The room and its member names, if the user may see it."""
+    row = _room(conn, room_id)
+    member = _is_member(conn, room_id, username)
+    if row["private"] and not member and not _is_invited(conn, room_id, username):
+        raise room_restricted(room_id)
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT username FROM members WHERE room_id = ? ORDER BY username", (room_id,)
+        )
+    ]
+    return {**room_dict(row), "member": member}, names
+
+
+def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
+    row = _room(conn, room_id)
+    if row["owner"] != username:
+        raise forbidden("not_room_owner", f"Only the owner of room {room_id} can do that.")
+    conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
+    conn.execute("DELETE FROM rooms WHERE id = ?", (room_id,))
+
+
+def join_room(
+    conn: sqlite3.Connection, room_id: str, username: str, now: float
+) -> tuple[dict[str, object], bool]:
+    """Make the user a member; return (room, whether they were new)."""
+    row = _room(conn, room_id)
+    if _is_member(conn, room_id, username):
+        return room_dict(row), False
+    if row["private"] and not _is_invited(conn, room_id, username):
+        raise room_restricted(room_id)
+    if _member_count(conn, room_id) >= row["capacity"]:
+        raise conflict("room_full", f"Room {room_id} is full ({row['capacity']} members).")
+    conn.execute(
+        "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)",
+        (room_id, username, now),
+    )
+    return room_dict(row), True
+
+
+def leave_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
+    _room(conn, room_id)
+    deleted = conn.execute(
+        "DELETE FROM members WHERE room_id = ? AND username = ?", (room_id, username)
+    ).rowcount
+    if not deleted:
+        raise not_a_member(room_id)
+
+
+def require_member(conn: sqlite3.Connection, room_id: str, username: str) -> sqlite3.Row:
+    row = _room(conn, room_id)
+    if not _is_member(conn, room_id, username):
+        raise not_a_member(room_id)
+    return row
+
+
+def member_names(conn: sqlite3.Connection, room_id: str, username: str) -> list[str]:
+    require_member(conn, room_id, username)
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT username FROM members WHERE room_id = ? ORDER BY username", (room_id,)
+        )
+    ]
+
+
+def invite(conn: sqlite3.Connection, room_id: str, owner: str, invitee_key: str) -> str:
+    """Invite a user (matched without regard to case); return their canonical name."""
+    row = _room(conn, room_id)
+    if row["owner"] != owner:
+        raise forbidden("not_room_owner", f"Only the owner of room {room_id} can invite.")
+    user = conn.execute(
+        "SELECT username FROM users WHERE username_key = ?", (invitee_key.lower(),)
+    ).fetchone()
+    if user is None:
+        raise not_found("user_not_found", f"There is no user {invitee_key}.")
+    conn.execute(
+        "INSERT OR IGNORE INTO invites (room_id, username) VALUES (?, ?)", (room_id, user[0])
+    )
+    return user[0]
+
+
+def co_members(conn: sqlite3.Connection, username: str) -> list[str]:
+    """Everyone who shares at least one room with the user (the user excluded)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT DISTINCT b.username FROM members a JOIN members b ON a.room_id = b.room_id
+            WHERE a.username = ? AND b.username != ?
+            """,
+            (username, username),
+        )
+    ]
+
+
+def rooms_of(conn: sqlite3.Connection, username: str) -> list[str]:
+    return [
+        r[0] for r in conn.execute("SELECT room_id FROM members WHERE username = ?", (username,))
+    ]
+
+
+# ---- messages ---------------------------------------------------------------
+
+
+def message_row(row: sqlite3.Row) -> dict[str, object]:
+    return {
+        "room": row["room_id"],
+        "seq": row["seq"],
+        "user": row["username"],
+        "body": row["body"],
+        "ts": iso(row["ts"]),
+        "client_msg_id": row["client_msg_id"],
+    }
+
+
+@dataclasses.dataclass
+class Draft:
+    """A message waiting to be stored."""
+
+    room: str
+    user: str
+    body: str
+    client_msg_id: str | None
+    ts: float
+
+
+@dataclasses.dataclass
+class Stored:
+    """The outcome of storing one draft: the message, whether it existed already, or an error."""
+
+    message: dict[str, object] | None = None
+    duplicate: bool = False
+    error: ChatError | None = None
+
+
+def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> list[Stored]:
+    """Store a batch in one transaction: one commit for many messages (group commit)."""
+    results: list[Stored] = []
+    touched: dict[str, int] = {}  # room id -> last seq after this batch
+    for d in drafts:
+        results.append(_store_one(conn, d, touched))
+    for room_id, last_seq in touched.items():
+        conn.execute(
+            "DELETE FROM messages WHERE room_id = ? AND seq <= ?", (room_id, last_seq - keep)
+        )
+    return results
+
+
+def _store_one(conn: sqlite3.Connection, d: Draft, touched: dict[str, int]) -> Stored:
+    if d.client_msg_id is not None:
+        old = conn.execute(
+            "SELECT * FROM messages WHERE username = ? AND client_msg_id = ?",
+            (d.user, d.client_msg_id),
+        ).fetchone()
+        if old is not None:
+            if old["room_id"] != d.room:
+                return Stored(
+                    error=conflict(
+                        "client_msg_id_reused",
+                        "That client_msg_id was already used for a message in another room.",
+                    )
+                )
+            return Stored(message=message_row(old), duplicate=True)
+    row = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (d.room,)
+    ).fetchone()
+    if row is None:
+        return Stored(error=room_not_found(d.room))
+    if not _is_member(conn, d.room, d.user):
+        conn.execute("UPDATE rooms SET last_seq = last_seq - 1 WHERE id = ?", (d.room,))
+        return Stored(error=not_a_member(d.room))
+    seq = row[0]
+    conn.execute(
+        "INSERT INTO messages (room_id, seq, username, body, ts, client_msg_id) VALUES (?, ?, ?, ?, ?, ?)",
+        (d.room, seq, d.user, d.body, d.ts, d.client_msg_id),
+    )
+    touched[d.room] = seq
+    return Stored(
+        message={
+            "room": d.room,
+            "seq": seq,
+            "user": d.user,
+            "body": d.body,
+            "ts": iso(d.ts),
+            "client_msg_id": d.client_msg_id,
+        }
+    )
+
+
+@dataclasses.dataclass
+class Page:
+    messages: list[dict[str, object]]
+    has_more: bool
+    last_seq: int
+    first_kept_seq: int  # the oldest seq still stored (last_seq + 1 when none is)
+
+
+def _bounds(conn: sqlite3.Connection, room_id: str, last_seq: int) -> int:
+    first = conn.execute("SELECT MIN(seq) FROM messages WHERE room_id = ?", (room_id,)).fetchone()[
+        0
+    ]
+    return last_seq + 1 if first is None else first
+
+
+def read_page(
+    conn: sqlite3.Connection,
+    room_id: str,
+    username: str,
+    before: int | None,
+    after: int | None,
+    limit: int,
+) -> Page:
+    """Up to `limit` messages, oldest first: the first ones after `after`, else the last before `before`."""
+    room = require_member(conn, room_id, username)
+    if after is not None:
+        upper = before if before is not None else room["last_seq"] + 1
+        rows = conn.execute(
+            "SELECT * FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+            (room_id, after, upper, limit + 1),
+        ).fetchall()
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        upper = before if before is not None else room["last_seq"] + 1
+        rows = conn.execute(
+            "SELECT * FROM messages WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (room_id, upper, limit + 1),
+        ).fetchall()
+        has_more = len(rows) > limit
+        rows = rows[:limit][::-1]
+    return Page(
+        [message_row(r) for r in rows],
+        has_more,
+        room["last_seq"],
+        _bounds(conn, room_id, room["last_seq"]),
+    )

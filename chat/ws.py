@@ -1,0 +1,111 @@
+"""The /ws WebSocket loop: authenticate, then read frames and hand them to the chat core.
+
+It is a thin shell. A ChatError becomes an error frame and the loop goes on; an
+unexpected exception is logged and closes the socket with 1011, never escaping to
+flask-sock (the client would see a protocol error, 1002).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from auth.service import Session
+from auth.tokens import parse_bearer
+from chat.connection import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_UNAUTHORIZED, Connection
+from chat.errors import ChatError, bad_request, unauthorized
+from chat.http import Services, services
+from chat.protocol import Frame, error_frame, parse_frame
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ws", __name__)
+sock = Sock()
+
+
+@bp.before_request
+def _no_compression() -> None:
+    # We never offer permessage-deflate: it doubles CPU per delivery and costs about 120 KB
+    # per connection, and one encoded frame can then go to every member unchanged.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+@sock.route("/ws", bp=bp)
+def websocket(ws: object) -> None:
+    svc = services()
+    s = svc.settings
+    conn = Connection(ws, s.OUTBOX_MAX_FRAMES, s.OUTBOX_MAX_BYTES, s.CLOSE_TIMEOUT_S)
+    try:
+        session = _authenticate(svc, ws, conn)
+        if session is None:
+            return
+        svc.chat.connect(conn, session.username, session.token_hash)
+        conn.send({"type": "ready", "username": session.username})
+        _serve(svc, ws, conn)
+    except ConnectionClosed:
+        pass
+    except Exception:
+        log.exception("WebSocket handler failed for %s", conn.username)
+        conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+    finally:
+        svc.chat.disconnect(conn)
+        conn.close(CLOSE_NORMAL)
+        conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
+
+
+def _authenticate(svc: Services, ws: object, conn: Connection) -> Session | None:
+    """From the Authorization header, else from a first `auth` frame within AUTH_TIMEOUT_S."""
+    header = request.headers.get("Authorization")
+    try:
+        if header is not None:
+            return svc.auth.authenticate(parse_bearer(header))
+        text = ws.receive(timeout=svc.settings.AUTH_TIMEOUT_S)  # type: ignore[attr-defined]
+        if text is None:
+            raise unauthorized("Authenticate first: send an auth frame with your token.")
+        frame = parse_frame(text, svc.settings.MAX_MESSAGE_CHARS)
+        if frame.type != "auth":
+            raise unauthorized("Authenticate first: send an auth frame with your token.")
+        return svc.auth.authenticate(frame.token)
+    except ChatError as err:
+        if err.code != "unauthorized":
+            err = unauthorized(f"Authenticate first: {err.message}")
+        conn.send(error_frame(err))
+        conn.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        return None
+
+
+def _serve(svc: Services, ws: object, conn: Connection) -> None:
+    max_chars = svc.settings.MAX_MESSAGE_CHARS
+    while conn.open:
+        text = ws.receive()  # type: ignore[attr-defined]
+        if text is None:
+            continue
+        try:
+            _dispatch(svc, conn, parse_frame(text, max_chars))
+        except ChatError as err:
+            conn.send(error_frame(err))
+
+
+def _dispatch(svc: Services, conn: Connection, frame: Frame) -> None:
+    chat = svc.chat
+    echo = {"room": frame.room} if frame.room else {}
+    try:
+        if frame.type == "ping":
+            conn.send({"type": "pong"})
+        elif frame.type == "join":
+            chat.ws_join(conn, frame.room, frame.since)  # type: ignore[arg-type]
+        elif frame.type == "leave":
+            chat.ws_leave(conn, frame.room)  # type: ignore[arg-type]
+        elif frame.type == "send":
+            chat.ws_send(conn, frame.room, frame.body, frame.client_msg_id)  # type: ignore[arg-type]
+        elif frame.type == "typing":
+            chat.ws_typing(conn, frame.room)  # type: ignore[arg-type]
+        elif frame.type == "auth":
+            raise bad_request("This connection is already authenticated.", code="invalid_frame")
+    except ChatError as err:
+        if frame.client_msg_id:
+            echo["client_msg_id"] = frame.client_msg_id
+        raise err.with_extra(**echo) from None

@@ -1,0 +1,1 @@
+"""The greenroom command-line client (see the client issue); it speaks only docs/protocol.md."""

@@ -1,0 +1,1 @@
+"""Who is online: presence rules, the sweeper greenlet and the user-status routes."""

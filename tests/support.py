@@ -1,0 +1,281 @@
+"""Test helpers: run the real server as a process, and talk to it with real HTTP and WebSocket clients."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+RECV_TIMEOUT_S = 5.0
+PASSWORD = "correct horse battery"
+
+# Short timeouts and cheap hashing so no test waits for a real default.
+FAST_SETTINGS = {
+    "GREENROOM_ARGON2_TIME_COST": "1",
+    "GREENROOM_ARGON2_MEMORY_KIB": "8192",
+    "GREENROOM_ARGON2_PARALLELISM": "1",
+    "GREENROOM_PING_INTERVAL_S": "1",
+    "GREENROOM_PRESENCE_TIMEOUT_S": "4",
+    "GREENROOM_SWEEP_INTERVAL_S": "0.25",
+    "GREENROOM_AUTH_TIMEOUT_S": "3",
+    "GREENROOM_CLOSE_TIMEOUT_S": "2",
+    "GREENROOM_SHUTDOWN_TIMEOUT_S": "5",
+    "GREENROOM_SEND_RATE_PER_S": "1000",
+    "GREENROOM_SEND_BURST": "1000",
+    "GREENROOM_LOGIN_MAX_FAILURES": "1000",
+}
+
+_names = itertools.count(1)
+
+
+def unique_name(prefix: str = "u") -> str:
+    return f"{prefix}{next(_names)}_{secrets.token_hex(3)}"
+
+
+class ServerProcess:
+    """`python app.py` on a free loopback port with its own SQLite file."""
+
+    def __init__(
+        self, workdir: Path, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            "DATABASE_URL": f"sqlite:///{workdir / 'greenroom.db'}",
+            "PYTHONUNBUFFERED": "1",
+            **FAST_SETTINGS,
+            **(env or {}),
+        }
+        self.command = command or [sys.executable, str(ROOT / "app.py")]
+        self.proc: subprocess.Popen[str] | None = None
+        self.port: int | None = None
+        self.log_path = workdir / "server.log"
+        self._starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self._starts += 1
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc, lines), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            m = re.search(r"listening on http://[\d.]+:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                return self
+        raise RuntimeError(f"server did not start; log:\n{self.log()}")
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.put(line)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> ServerProcess:
+        """Start again on the same database (a new port)."""
+        return self.start()
+
+
+class Api:
+    """Real HTTP against a server."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.http = requests.Session()
+
+    def request(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        kwargs.setdefault("timeout", 10)
+        return self.http.request(method, self.server.url + path, headers=headers, **kwargs)
+
+    def get(self, path: str, token: str | None = None, **kw: Any) -> requests.Response:
+        return self.request("GET", path, token, **kw)
+
+    def post(self, path: str, token: str | None = None, **kw: Any) -> requests.Response:
+        return self.request("POST", path, token, **kw)
+
+    def delete(self, path: str, token: str | None = None, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, token, **kw)
+
+    def register(self, username: str, password: str = PASSWORD) -> requests.Response:
+        return self.post("/api/auth/register", json={"username": username, "password": password})
+
+    def login(self, username: str, password: str = PASSWORD) -> requests.Response:
+        return self.post("/api/auth/login", json={"username": username, "password": password})
+
+    def new_user(self, prefix: str = "u") -> User:
+        name = unique_name(prefix)
+        r = self.register(name)
+        assert r.status_code == 201, r.text
+        r = self.login(name)
+        assert r.status_code == 200, r.text
+        return User(name, r.json()["token"], self)
+
+    def create_room(self, user: User, name: str = "room", **fields: Any) -> dict[str, Any]:
+        r = self.post("/api/rooms", user.token, json={"name": name, **fields})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+class User:
+    def __init__(self, name: str, token: str, api: Api) -> None:
+        self.name = name
+        self.token = token
+        self.api = api
+
+    def ws(self, **kwargs: Any) -> WS:
+        return WS.open(self.api.server.ws_url, self.token, **kwargs)
+
+    def join(self, room_id: str) -> requests.Response:
+        return self.api.post(f"/api/rooms/{room_id}/join", self.token)
+
+
+class WS:
+    """A websockets sync client that speaks JSON frames; every receive has a timeout."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(
+        cls, url: str, token: str | None = None, expect_ready: bool = True, **kwargs: Any
+    ) -> WS:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        kwargs.setdefault("max_queue", 4096)
+        kwargs.setdefault("open_timeout", 10)
+        kwargs.setdefault("legacy", True)
+        ws = cls(connect(url, additional_headers=headers, **kwargs))
+        if token and expect_ready:
+            assert ws.recv()["type"] == "ready"
+        return ws
+
+    def send(self, obj: Any) -> None:
+        self.conn.send(obj if isinstance(obj, str | bytes) else json.dumps(obj))
+
+    def recv(self, timeout: float = RECV_TIMEOUT_S) -> dict[str, Any]:
+        return json.loads(self.conn.recv(timeout=timeout))
+
+    def expect(
+        self,
+        kind: str,
+        timeout: float = RECV_TIMEOUT_S,
+        skip: tuple[str, ...] = ("presence", "typing", "member_joined", "member_left"),
+    ) -> dict[str, Any]:
+        """The next frame of type `kind`, passing over frames of the types in `skip`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.recv(max(0.01, deadline - time.monotonic()))
+            if frame["type"] == kind:
+                return frame
+            if frame["type"] not in skip:
+                raise AssertionError(f"expected a {kind} frame, got {frame}")
+
+    def join(self, room: str, since: int | None = None) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "join", "room": room}
+        if since is not None:
+            frame["since"] = since
+        self.send(frame)
+        return self.expect("joined")
+
+    def say(self, room: str, body: str, client_msg_id: str | None = None) -> dict[str, Any]:
+        """Send and wait for the ack; returns the ack."""
+        cmid = client_msg_id or secrets.token_hex(8)
+        self.send({"type": "send", "room": room, "body": body, "client_msg_id": cmid})
+        return self.expect(
+            "ack", skip=("presence", "typing", "member_joined", "member_left", "message")
+        )
+
+    def expect_closed(self, timeout: float = RECV_TIMEOUT_S) -> int | None:
+        """Read until the server closes; return the close code."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.conn.recv(timeout=max(0.01, deadline - time.monotonic()))
+        except ConnectionClosed:
+            pass
+        return self.conn.close_code
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> WS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_for(predicate: Any, timeout: float = RECV_TIMEOUT_S, interval: float = 0.05) -> Any:
+    """Poll until predicate() is truthy (for state that has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
