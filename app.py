@@ -113,7 +113,7 @@ def main() -> None:
 
     stopping = gevent.event.Event()
 
-    def stop(signum: int, frame: object) -> None:
+    def stop() -> None:
         stopping.set()
 
     # Handled in the hub loop, so blocking work may follow on the main greenlet.

@@ -14,7 +14,7 @@ from chat import store
 from chat.connection import Connection
 from chat.database import Database
 from chat.errors import ChatError, bad_request, forbidden, rate_limited
-from chat.protocol import check_body, check_client_msg_id, error_frame, text_frame
+from chat.protocol import check_body, check_client_msg_id, dumps, error_frame, text_frame
 from chat.ratelimit import RateLimiter
 from chat.rooms import RoomRegistry
 from chat.settings import Settings
@@ -32,6 +32,16 @@ def not_joined(room_id: str, **echo: object) -> ChatError:
     return forbidden("not_joined", f"Join room {room_id} on this connection first.").with_extra(
         **echo
     )
+
+
+def fit_bytes(messages: list[dict[str, object]], max_bytes: int) -> list[dict[str, object]]:
+    """The newest messages whose encoded size fits in max_bytes (a joined frame must fit the outbox)."""
+    total = 0
+    for i in range(len(messages) - 1, -1, -1):
+        total += len(dumps(messages[i])) + 1
+        if total > max_bytes:
+            return messages[i + 1 :]
+    return messages
 
 
 class Chat:
@@ -227,16 +237,15 @@ class Chat:
         self, db_conn: object, room_id: str, username: str, since: int | None
     ) -> tuple[store.Page, bool, list[str]]:
         s = self._settings
-        if since is None:
-            page = store.read_page(db_conn, room_id, username, None, None, s.HISTORY_PAGE_SIZE)  # type: ignore[arg-type]
-            truncated = False
-        else:
-            # The newest REPLAY_MAX_MESSAGES after `since`: the client can page back over REST.
-            page = store.read_page(db_conn, room_id, username, None, None, s.REPLAY_MAX_MESSAGES)  # type: ignore[arg-type]
-            page.messages = [m for m in page.messages if m["seq"] > since]  # type: ignore[operator]
-            oldest_wanted = since + 1
+        limit = s.HISTORY_PAGE_SIZE if since is None else s.REPLAY_MAX_MESSAGES
+        page = store.read_page(db_conn, room_id, username, None, None, limit)  # type: ignore[arg-type]
+        wanted = page.messages if since is None else [m for m in page.messages if m["seq"] > since]  # type: ignore[operator]
+        page.messages = fit_bytes(wanted, s.REPLAY_MAX_BYTES)
+        truncated = False
+        if since is not None and since < page.last_seq:
+            # Older messages the client asked for are gone (retention) or left out (caps).
             first_sent = page.messages[0]["seq"] if page.messages else page.last_seq + 1
-            truncated = oldest_wanted < first_sent and since < page.last_seq
+            truncated = since + 1 < first_sent  # type: ignore[operator]
         names = store.member_names(db_conn, room_id, username)  # type: ignore[arg-type]
         return page, truncated, names
 

@@ -33,6 +33,7 @@ class Settings:
 
     ROOM_HISTORY_LIMIT: int = 10_000
     REPLAY_MAX_MESSAGES: int = 1_000
+    REPLAY_MAX_BYTES: int = 262_144
     HISTORY_PAGE_SIZE: int = 50
     HISTORY_MAX_PAGE_SIZE: int = 500
     MAX_MESSAGE_CHARS: int = 4_000
@@ -104,5 +105,7 @@ def _check(settings: Settings) -> None:
         raise SettingsError(f"PORT must be 0..65535, got {settings.PORT}")
     if settings.DEFAULT_ROOM_CAPACITY > settings.MAX_ROOM_CAPACITY:
         raise SettingsError("GREENROOM_DEFAULT_ROOM_CAPACITY exceeds GREENROOM_MAX_ROOM_CAPACITY")
+    if settings.REPLAY_MAX_BYTES > settings.OUTBOX_MAX_BYTES:
+        raise SettingsError("GREENROOM_REPLAY_MAX_BYTES exceeds GREENROOM_OUTBOX_MAX_BYTES")
     if not settings.DATABASE_URL.startswith("sqlite:///"):
         raise SettingsError("DATABASE_URL must be sqlite:///path (PostgreSQL is not supported yet)")

@@ -22,6 +22,9 @@ from chat.store import Draft, Stored, store_messages
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+# Yield to the connection writers after this many published messages, so a big
+# batch drains into the sockets in slices instead of piling up in every outbox.
+PUBLISH_SLICE = 32
 STORE_FAILED = ChatError(503, "unavailable", "The message could not be stored: try again.")
 
 Callback = Callable[[Stored], None]
@@ -68,7 +71,9 @@ class MessageWriter:
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             outcomes = [None] * len(batch)
-        for (_, done), stored in zip(batch, outcomes, strict=True):
+        for i, ((_, done), stored) in enumerate(zip(batch, outcomes, strict=True)):
+            if i and i % PUBLISH_SLICE == 0:
+                gevent.sleep(0)
             if stored is None:
                 stored = Stored(error=STORE_FAILED)
             elif stored.message is not None and not stored.duplicate:

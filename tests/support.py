@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -9,6 +10,8 @@ import queue
 import re
 import secrets
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -279,3 +282,74 @@ def wait_for(predicate: Any, timeout: float = RECV_TIMEOUT_S, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+class RawClient:
+    """A bare-socket WebSocket client with no flow control of its own: it reads only when told to.
+
+    Used for slow and silent peers, where a real client library's own buffering and
+    keepalive would get in the way of what is being tested.
+    """
+
+    def __init__(self, server: ServerProcess, token: str, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                "GET /ws HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{server.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        self.file = self.sock.makefile("rb")
+        status = self.file.readline()
+        assert status.startswith(b"HTTP/1.1 101"), status
+        while self.file.readline() not in (b"\r\n", b""):
+            pass
+
+    def send_json(self, obj: Any) -> None:
+        payload = json.dumps(obj).encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        n = len(payload)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        self.sock.sendall(header + mask + masked)
+
+    def _exact(self, n: int) -> bytes:
+        data = self.file.read(n)
+        if len(data) != n:
+            raise ConnectionError("connection closed mid-frame")
+        return data
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next frame; server frames are never masked."""
+        b0, b1 = self._exact(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._exact(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._exact(8))[0]
+        return b0 & 0x0F, self._exact(n)
+
+    def read_json(self) -> dict[str, Any]:
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 0x1:
+                return json.loads(payload)
+            if opcode == 0x8:
+                raise ConnectionError(f"closed {struct.unpack('!H', payload[:2])[0]}")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
