@@ -42,8 +42,9 @@ def websocket(ws: object) -> None:
         session = _authenticate(svc, ws, conn)
         if session is None:
             return
-        svc.chat.connect(conn, session.username, session.token_hash)
+        # `ready` is queued first so it is always the first frame, whatever others push.
         conn.send({"type": "ready", "username": session.username})
+        svc.chat.connect(conn, session.username, session.token_hash)
         _serve(svc, ws, conn)
     except ConnectionClosed:
         pass

@@ -1,0 +1,84 @@
+"""The Procfile's gunicorn command, run for real: it serves REST and WebSockets and shuts down cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import FAST_SETTINGS, ROOT, Api, ServerProcess, wait_for
+
+
+def procfile_web_command() -> str:
+    text = (ROOT / "Procfile").read_text()
+    match = re.search(r"^web:\s*(.+)$", text, re.MULTILINE)
+    assert match, "Procfile has no web: line"
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[ServerProcess]:
+    port = free_port()
+    env = {
+        **os.environ,
+        **FAST_SETTINGS,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+        "HOME": str(tmp_path),
+    }
+    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {procfile_web_command()}"], cwd=ROOT, env=env, stderr=log, stdout=log
+    )
+    log.close()
+    server = ServerProcess(tmp_path / "unused")
+    server.proc = proc  # type: ignore[assignment]
+    server.port = port
+    server.log_path = tmp_path / "gunicorn.log"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{server.url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            assert proc.poll() is None, server.log()
+            return False
+
+    wait_for(up, timeout=30, interval=0.1)
+    yield server
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_procfile_command_serves_chat_and_stops_on_sigterm(gunicorn: ServerProcess) -> None:
+    """Under gunicorn -k gevent, two users chat over /ws; SIGTERM closes sockets with 1001 and exits 0."""
+    api = Api(gunicorn)
+    alice, bob = api.new_user("alice"), api.new_user("bob")
+    room = api.create_room(alice, "prod")["id"]
+    assert bob.join(room).status_code == 200
+    a, b = alice.ws(), bob.ws()
+    a.join(room)
+    b.join(room)
+    assert a.say(room, "hello from gunicorn")["seq"] == 1
+    assert b.expect("message")["body"] == "hello from gunicorn"
+    assert api.get("/nope").json()["error"]["code"] == "not_found"
+    gunicorn.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    assert a.expect_closed(timeout=10) == 1001
+    assert b.expect_closed(timeout=10) == 1001
+    assert gunicorn.proc.wait(20) == 0, gunicorn.log()  # type: ignore[union-attr]
