@@ -32,9 +32,19 @@ from presence.tracker import Presence  # noqa: E402
 log = logging.getLogger("greenroom")
 
 
+def configure_logging(settings: Settings) -> None:
+    """Log lines to stderr at GREENROOM_LOG_LEVEL, under python app.py and gunicorn alike."""
+    logging.basicConfig(
+        level=settings.LOG_LEVEL.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger().setLevel(settings.LOG_LEVEL.upper())
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: storage, services, routes, and the sweeper greenlet."""
     settings = settings or load_settings()
+    configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_REQUEST_BYTES
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_FRAME_BYTES}
@@ -100,10 +110,6 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         sys.exit(f"greenroom: {exc}")
-    logging.basicConfig(
-        level=settings.LOG_LEVEL.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     app = create_app(settings)
     server = WSGIServer((settings.HOST, settings.PORT), app, log=None, error_log=log)
     server.start()

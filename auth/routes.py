@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from auth.service import Session
 from auth.tokens import parse_bearer
 from chat.connection import CLOSE_UNAUTHORIZED
-from chat.http import json_body, services
+from chat.http import json_body, no_content, services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
@@ -45,7 +45,9 @@ def register() -> tuple[Response, int]:
 def login() -> Response:
     body = json_body()
     svc = services()
-    token, username = svc.auth.login(body.get("username"), body.get("password"))
+    token, username = svc.auth.login(
+        body.get("username"), body.get("password"), request.remote_addr or ""
+    )
     return jsonify(
         {
             "token": token,
@@ -57,12 +59,12 @@ def login() -> Response:
 
 @bp.post("/logout")
 @login_required
-def logout() -> tuple[str, int]:
+def logout() -> Response:
     svc = services()
     session = current_session()
     svc.auth.logout(session)
     svc.chat.close_session(session.token_hash, CLOSE_UNAUTHORIZED, "Logged out.")
-    return "", 204
+    return no_content()
 
 
 @bp.get("/me")

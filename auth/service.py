@@ -81,11 +81,15 @@ class Auth:
         log.info("registered user %s", username)
         return username
 
-    def login(self, username: object, password: object) -> tuple[str, str]:
-        """Return (token, canonical username); the token is never stored or logged."""
+    def login(self, username: object, password: object, client: str = "") -> tuple[str, str]:
+        """Return (token, canonical username); the token is never stored or logged.
+
+        Failures are counted per username and client address, so a stranger guessing
+        cannot lock the real user out from their own address.
+        """
         if not isinstance(username, str) or not isinstance(password, str):
             raise bad_request("Send a JSON object with string fields username and password.")
-        key = username.lower()[:64]
+        key = f"{username.lower()[:64]}|{client}"
         wait = self._failures.wait_time(key, self._clock())
         if wait > 0:
             raise rate_limited(wait)

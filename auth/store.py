@@ -35,10 +35,12 @@ def set_last_seen(conn: sqlite3.Connection, username: str, now: float) -> None:
 
 
 def create_session(conn: sqlite3.Connection, token_hash: str, username: str, now: float) -> None:
+    """A new login session; logging in also counts as being seen."""
     conn.execute(
         "INSERT INTO sessions (token_hash, username, created_at, last_active) VALUES (?, ?, ?, ?)",
         (token_hash, username, now, now),
     )
+    set_last_seen(conn, username, now)
 
 
 def find_session(conn: sqlite3.Connection, token_hash: str) -> sqlite3.Row | None:

@@ -112,9 +112,20 @@ class Database:
             log.warning("slow transaction %s took %.3f s", getattr(fn, "__name__", fn), elapsed)
         return result
 
+    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> tuple[bool, object]:
+        try:
+            return True, self._transact(fn, args)
+        except Exception as exc:
+            return False, exc
+
     def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run fn(conn, *args) in one transaction on the database thread; block only this greenlet."""
-        return self._pool.apply(self._transact, (fn, args))
+        # Exceptions come back as values and are raised here, in the caller's greenlet:
+        # gevent's threadpool would print a traceback for every expected ChatError.
+        ok, value = self._pool.apply(self._call, (fn, args))
+        if not ok:
+            raise value  # type: ignore[misc]
+        return value  # type: ignore[return-value]
 
     def close(self) -> None:
         def _close() -> None:

@@ -48,6 +48,13 @@ def json_body() -> dict[str, Any]:
     return data
 
 
+def no_content() -> Response:
+    """A 204 with no body and no (HTML) content type."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
 def error_response(err: ChatError) -> tuple[Response, int]:
     response = jsonify({"error": err.to_dict()})
     if err.status == 429 and "retry_after_s" in err.extra:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, jsonify, request
 
 from auth.routes import current_session, login_required
 from chat.errors import bad_request
-from chat.http import json_body, services
+from chat.http import json_body, no_content, services
 from chat.protocol import MAX_ROOM_ID_CHARS
 from chat.store import room_not_found
 
 bp = Blueprint("rooms", __name__, url_prefix="/api/rooms")
+
+# str.isdigit() also accepts characters like "²" that int() refuses.
+ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 def _user() -> str:
@@ -27,7 +32,7 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not ASCII_DIGITS.fullmatch(raw) or len(raw) > 18:
         raise bad_request(f"{name} must be a whole number, 0 or more.")
     return int(raw)
 
@@ -56,9 +61,9 @@ def get_room(room_id: str) -> Response:
 
 @bp.delete("/<room_id>")
 @login_required
-def delete_room(room_id: str) -> tuple[str, int]:
+def delete_room(room_id: str) -> Response:
     services().chat.delete_room(_user(), _room_id(room_id))
-    return "", 204
+    return no_content()
 
 
 @bp.post("/<room_id>/join")
@@ -69,9 +74,9 @@ def join(room_id: str) -> Response:
 
 @bp.post("/<room_id>/leave")
 @login_required
-def leave(room_id: str) -> tuple[str, int]:
+def leave(room_id: str) -> Response:
     services().chat.leave(_user(), _room_id(room_id))
-    return "", 204
+    return no_content()
 
 
 @bp.get("/<room_id>/members")
@@ -82,9 +87,9 @@ def members(room_id: str) -> Response:
 
 @bp.post("/<room_id>/invites")
 @login_required
-def invite(room_id: str) -> tuple[str, int]:
+def invite(room_id: str) -> Response:
     services().chat.invite(_user(), _room_id(room_id), json_body().get("username"))
-    return "", 204
+    return no_content()
 
 
 @bp.get("/<room_id>/messages")

@@ -226,12 +226,20 @@ class Chat:
                 "room": room_id,
                 "last_seq": page.last_seq,
                 "history": page.messages,
-                "members": [{"username": n, "status": self.presence.status(n)} for n in names],
+                "members": self._member_sample(names),
+                "member_count": len(names),
                 "truncated": truncated,
             }
         )
         for seq, frame in held:
             conn.deliver(room_id, seq, frame)
+
+    def _member_sample(self, names: list[str]) -> list[dict[str, object]]:
+        """Up to JOINED_MAX_MEMBERS members, online ones first: a joined frame must stay small."""
+        online = [n for n in names if self.registry.is_online(n)]
+        offline = [n for n in names if not self.registry.is_online(n)]
+        picked = (online + offline)[: self._settings.JOINED_MAX_MEMBERS]
+        return [{"username": n, "status": self.presence.status(n)} for n in picked]
 
     def _replay(
         self, db_conn: object, room_id: str, username: str, since: int | None
