@@ -10,6 +10,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.socket  # noqa: E402
 from flask import Flask, Response, jsonify  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_REQUEST_BYTES
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_FRAME_BYTES}
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
+    app.url_map.merge_slashes = False
 
     db = Database(settings.DATABASE_URL)
     passwords = Passwords(
@@ -111,7 +114,14 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"greenroom: {exc}")
     app = create_app(settings)
-    server = WSGIServer((settings.HOST, settings.PORT), app, log=None, error_log=log)
+    listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
+    listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit this: pywsgi writes headers and body separately, and
+    # with Nagle on, a keep-alive response waited ~40 ms for the client's delayed ACK.
+    listener.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+    listener.bind((settings.HOST, settings.PORT))
+    listener.listen(1024)
+    server = WSGIServer(listener, app, log=None, error_log=log)
     server.start()
     host, port = server.address[:2]
     log.info("listening on http://%s:%d", host, port)

@@ -14,6 +14,7 @@ from auth.passwords import Passwords
 from auth.tokens import hash_token, new_token
 from chat.database import Database
 from chat.errors import ChatError, bad_request, rate_limited, unauthorized
+from chat.protocol import is_utf8
 from chat.ratelimit import RateLimiter
 from chat.settings import Settings
 
@@ -42,8 +43,10 @@ def check_username(username: object) -> str:
 
 
 def check_password(password: object) -> str:
-    if not isinstance(password, str) or not (
-        MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS
+    if (
+        not isinstance(password, str)
+        or not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS
+        or not is_utf8(password)
     ):
         raise bad_request(
             f"A password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters.",
@@ -94,9 +97,10 @@ class Auth:
         if wait > 0:
             raise rate_limited(wait)
         row = self._db.run(store.find_user, username) if USERNAME_RE.fullmatch(username) else None
-        ok = self._passwords.verify(
-            row["password_hash"] if row else None, password[:MAX_PASSWORD_CHARS]
-        )
+        # A password that is not valid text can never match; it is still hashed, for even timing.
+        candidate = password[:MAX_PASSWORD_CHARS] if is_utf8(password) else ""
+        ok = self._passwords.verify(row["password_hash"] if row else None, candidate)
+        ok = ok and bool(candidate)
         if not ok:
             self._failures.charge(key, self._clock())
             log.info("failed login for %s", key)

@@ -68,6 +68,8 @@ class Connection:
     ) -> None:
         self.ws = ws
         self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
+        # Frames are written as soon as they are queued; Nagle would hold small ones back.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
         self._clock = clock
         self._max_frames = max_frames

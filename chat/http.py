@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from chat.errors import ChatError, bad_request
@@ -41,8 +41,16 @@ def services() -> Services:
 
 
 def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 bad_request."""
-    data = request.get_json(silent=True)
+    """The request body as a JSON object, or a 400 bad_request (413 when too large)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A chunked body has no Content-Length: Werkzeug stops reading at the limit without
+    # raising, so a body that fills the limit exactly is taken as one that went past it.
+    if request.content_length is None and len(request.get_data(cache=True)) >= limit:
+        raise RequestEntityTooLarge()
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        data = None
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object (Content-Type: application/json).")
     return data

@@ -35,6 +35,15 @@ class Frame:
     token: str | None = None
 
 
+def is_utf8(text: str) -> bool:
+    """False for strings with lone surrogates (JSON allows "\\ud800"; UTF-8, SQLite and argon2 do not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def iso(ts: float) -> str:
     """Seconds since the epoch as ISO-8601 UTC with milliseconds, e.g. 2026-11-24T02:06:50.123Z."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -46,7 +55,9 @@ def invalid_frame(message: str, **echo: object) -> ChatError:
 
 def _echo(obj: dict[str, object]) -> dict[str, object]:
     """The room and client_msg_id of a frame, repeated in an error it caused."""
-    return {k: obj[k] for k in ("room", "client_msg_id") if isinstance(obj.get(k), str)}
+    return {
+        k: v for k in ("room", "client_msg_id") if isinstance(v := obj.get(k), str) and is_utf8(v)
+    }
 
 
 def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
@@ -55,7 +66,7 @@ def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
         raise invalid_frame("Frames are JSON text, not binary.")
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid_frame("The frame is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise invalid_frame("A frame is a JSON object with a type field.")
@@ -75,6 +86,8 @@ def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
             continue
         if not isinstance(value, types) or isinstance(value, bool):
             raise invalid_frame(f"The field {name} of a {kind} frame has the wrong type.", **echo)
+        if isinstance(value, str) and not is_utf8(value):
+            raise invalid_frame(f"The field {name} is not valid Unicode text.", **echo)
         values[name] = value
     frame = Frame(type=kind, **values)  # type: ignore[arg-type]
     if frame.room is not None:
@@ -110,8 +123,13 @@ def check_client_msg_id(value: object, echo: dict[str, object] | None = None) ->
 
 
 def check_body(body: object, max_chars: int, echo: dict[str, object] | None = None) -> str:
-    if not isinstance(body, str) or not body.strip():
-        raise ChatError(400, "invalid_message", "A message body is non-empty text.", **(echo or {}))
+    if not isinstance(body, str) or not body.strip() or not is_utf8(body):
+        raise ChatError(
+            400,
+            "invalid_message",
+            "A message body is non-empty, valid Unicode text.",
+            **(echo or {}),
+        )
     if len(body) > max_chars:
         raise ChatError(
             400,

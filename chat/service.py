@@ -10,11 +10,19 @@ import logging
 import time
 from collections.abc import Callable
 
+from auth.service import USERNAME_RE
 from chat import store
 from chat.connection import Connection
 from chat.database import Database
-from chat.errors import ChatError, bad_request, forbidden, rate_limited
-from chat.protocol import check_body, check_client_msg_id, dumps, error_frame, text_frame
+from chat.errors import ChatError, bad_request, forbidden, not_found, rate_limited
+from chat.protocol import (
+    check_body,
+    check_client_msg_id,
+    dumps,
+    error_frame,
+    is_utf8,
+    text_frame,
+)
 from chat.ratelimit import RateLimiter
 from chat.rooms import RoomRegistry
 from chat.settings import Settings
@@ -70,7 +78,12 @@ class Chat:
         self, username: str, name: object, capacity: object, private: object
     ) -> dict[str, object]:
         s = self._settings
-        if not isinstance(name, str) or not name.strip() or len(name) > s.MAX_ROOM_NAME_CHARS:
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or len(name) > s.MAX_ROOM_NAME_CHARS
+            or not is_utf8(name)
+        ):
             raise invalid_room(f"A room name is 1 to {s.MAX_ROOM_NAME_CHARS} characters.")
         if capacity is None:
             capacity = s.DEFAULT_ROOM_CAPACITY
@@ -137,6 +150,8 @@ class Chat:
     def invite(self, username: str, room_id: str, invitee: object) -> str:
         if not isinstance(invitee, str) or not invitee:
             raise bad_request("Send a JSON object with a string field username.")
+        if not USERNAME_RE.fullmatch(invitee):
+            raise not_found("user_not_found", "There is no user by that name.")
         return self._db.run(store.invite, room_id, username, invitee)
 
     def history(

@@ -7,11 +7,14 @@ are checked here, inside the transaction, so two joins can never both take the l
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import sqlite3
 
 from chat.errors import ChatError, conflict, forbidden, not_found
 from chat.protocol import iso
+
+log = logging.getLogger(__name__)
 
 ROOM_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 ROOM_ID_CHARS = 10
@@ -255,7 +258,15 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
     results: list[Stored] = []
     touched: dict[str, int] = {}  # room id -> last seq after this batch
     for d in drafts:
-        results.append(_store_one(conn, d, touched))
+        # A savepoint per draft: one that fails unexpectedly must not sink the others.
+        conn.execute("SAVEPOINT draft")
+        try:
+            results.append(_store_one(conn, d, touched))
+        except (sqlite3.Error, ValueError):
+            log.exception("storing a message in room %s failed", d.room)
+            conn.execute("ROLLBACK TO draft")
+            results.append(Stored(error=ChatError(503, "unavailable", "Not stored: try again.")))
+        conn.execute("RELEASE draft")
     for room_id, last_seq in touched.items():
         conn.execute(
             "DELETE FROM messages WHERE room_id = ? AND seq <= ?", (room_id, last_seq - keep)

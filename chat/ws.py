@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -17,7 +17,7 @@ from auth.service import Session
 from auth.tokens import parse_bearer
 from chat.connection import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_UNAUTHORIZED, Connection
 from chat.errors import ChatError, bad_request, unauthorized
-from chat.http import Services, services
+from chat.http import Services, error_response, services
 from chat.protocol import Frame, error_frame, parse_frame
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,21 @@ sock = Sock()
 
 
 @bp.before_request
-def _no_compression() -> None:
+def _check_handshake() -> tuple[Response, int] | None:
+    """Refuse a malformed upgrade with JSON, before simple-websocket fails on it with a 500."""
+    key = request.headers.get("Sec-WebSocket-Key", "")
+    if not key or len(key) > 64:
+        return error_response(bad_request("The WebSocket handshake needs a Sec-WebSocket-Key."))
+    if request.headers.get("Sec-WebSocket-Version") != "13":
+        response, _ = error_response(
+            ChatError(426, "bad_request", "Only WebSocket version 13 is supported.")
+        )
+        response.headers["Sec-WebSocket-Version"] = "13"
+        return response, 426
     # We never offer permessage-deflate: it doubles CPU per delivery and costs about 120 KB
     # per connection, and one encoded frame can then go to every member unchanged.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    return None
 
 
 @sock.route("/ws", bp=bp)
