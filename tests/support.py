@@ -213,7 +213,10 @@ class WS:
         kwargs.setdefault("legacy", True)
         ws = cls(connect(url, additional_headers=headers, **kwargs))
         if token and expect_ready:
-            assert ws.recv()["type"] == "ready"
+            first = ws.recv()
+            if first["type"] != "ready":
+                ws.close()  # else every later test's leak check waits on it
+                raise AssertionError(f"expected ready first, got {first}")
         return ws
 
     def send(self, obj: Any) -> None:
