@@ -129,12 +129,11 @@ class Chat:
         log.info("room %s deleted by %s", room_id, username)
 
     def join(self, username: str, room_id: str) -> dict[str, object]:
-        room, new = self._db.run(store.join_room, room_id, username, self._clock())
+        room, names, new = self._db.run(store.join_room, room_id, username, self._clock())
         if new:
             self._notify_room(room_id, {"type": "member_joined", "room": room_id, "user": username})
             log.info("%s joined room %s", username, room_id)
-        room_full, names = self._db.run(store.get_room, room_id, username)
-        return self._with_counts(room_full, names)
+        return self._with_counts(room, names)
 
     def leave(self, username: str, room_id: str) -> None:
         self._db.run(store.leave_room, room_id, username)

@@ -141,20 +141,21 @@ def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
 
 def join_room(
     conn: sqlite3.Connection, room_id: str, username: str, now: float
-) -> tuple[dict[str, object], bool]:
-    """Make the user a member; return (room, whether they were new)."""
+) -> tuple[dict[str, object], list[str], bool]:
+    """Make the user a member; return (room, member names, whether they were new)."""
     row = _room(conn, room_id)
-    if _is_member(conn, room_id, username):
-        return room_dict(row), False
-    if row["private"] and not _is_invited(conn, room_id, username):
-        raise room_restricted(room_id)
-    if _member_count(conn, room_id) >= row["capacity"]:
-        raise conflict("room_full", f"Room {room_id} is full ({row['capacity']} members).")
-    conn.execute(
-        "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)",
-        (room_id, username, now),
-    )
-    return room_dict(row), True
+    new = not _is_member(conn, room_id, username)
+    if new:
+        if row["private"] and not _is_invited(conn, room_id, username):
+            raise room_restricted(room_id)
+        if _member_count(conn, room_id) >= row["capacity"]:
+            raise conflict("room_full", f"Room {room_id} is full ({row['capacity']} members).")
+        conn.execute(
+            "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)",
+            (room_id, username, now),
+        )
+    room, names = get_room(conn, room_id, username)
+    return room, names, new
 
 
 def leave_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:

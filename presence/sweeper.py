@@ -51,6 +51,8 @@ class Sweeper:
         stale = find_stale(conns, now, s.PRESENCE_TIMEOUT_S)
         for conn in stale:
             conn.close(CLOSE_TIMEOUT, "no sign of life within the presence timeout")
+            # Offline now, not after the close handshake that a dead peer never answers.
+            self._chat.disconnect(conn)
         pinged = find_due_pings([c for c in conns if c.open], now, s.PING_INTERVAL_S)
         for conn in pinged:
             conn.ping(now)
