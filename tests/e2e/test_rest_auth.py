@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from tests.support import PASSWORD, Api, ServerProcess, User, unique_name
 
@@ -34,33 +33,6 @@ def assert_error(r: requests.Response, status: int, code: str | None = None) -> 
     if code is not None:
         assert err["code"] == code, err
     return err
-
-
-class _FreshConnectionAdapter(HTTPAdapter):
-    """An HTTP adapter that never reuses a connection: each request opens its own."""
-
-    def send(
-        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        response = super().send(request, *args, **kwargs)
-        self.poolmanager.clear()  # the in-flight connection closes when the body is read
-        return response
-
-
-def fresh_connections(api: Api) -> Api:
-    """Make this client open a fresh connection for every request.
-
-    The server (gevent pywsgi without TCP_NODELAY) writes a response's headers and body in two
-    sends, so on a kept-alive connection every response stalls ~40 ms on the client's delayed
-    ACK. That is reported as a server issue; fresh connections keep these tests fast.
-    """
-    api.http.mount("http://", _FreshConnectionAdapter())
-    return api
-
-
-@pytest.fixture(autouse=True)
-def _fresh_connections(api: Api) -> None:
-    fresh_connections(api)
 
 
 def raw_post(api: Api, path: str, data: bytes, token: str | None = None) -> requests.Response:
@@ -261,7 +233,7 @@ def test_login_rate_limited_after_repeated_failures(
     make_server: Callable[..., ServerProcess],
 ) -> None:
     """After GREENROOM_LOGIN_MAX_FAILURES wrong passwords, logins for that name get 429 with Retry-After."""
-    api = fresh_connections(Api(make_server("login", GREENROOM_LOGIN_MAX_FAILURES="3")))
+    api = Api(make_server("login", GREENROOM_LOGIN_MAX_FAILURES="3"))
     victim = api.new_user("victim")
     bystander = api.new_user("bystander")
     for _ in range(3):
@@ -438,7 +410,7 @@ def test_wrong_method_is_json_405(api: Api, alice: User, method: str, path: str)
 
 def test_oversized_body_is_json_413(make_server: Callable[..., ServerProcess]) -> None:
     """A body over GREENROOM_MAX_REQUEST_BYTES answers 413 as a JSON error; one under it is served."""
-    api = fresh_connections(Api(make_server("big", GREENROOM_MAX_REQUEST_BYTES="1024")))
+    api = Api(make_server("big", GREENROOM_MAX_REQUEST_BYTES="1024"))
     big = {"username": unique_name("big"), "password": "p" * 2000}
     assert_error(api.post("/api/auth/register", json=big), 413)
     user = api.new_user("small")  # a normal body still works
@@ -451,7 +423,7 @@ def test_oversized_body_is_json_413(make_server: Callable[..., ServerProcess]) -
 
 def test_oversized_chunked_body_is_json_413(make_server: Callable[..., ServerProcess]) -> None:
     """A chunked body (no Content-Length) over GREENROOM_MAX_REQUEST_BYTES answers 413, not a parse error."""
-    api = fresh_connections(Api(make_server("chunked", GREENROOM_MAX_REQUEST_BYTES="1024")))
+    api = Api(make_server("chunked", GREENROOM_MAX_REQUEST_BYTES="1024"))
     user = api.new_user("chunked")
 
     def chunks(n: int) -> Iterator[bytes]:

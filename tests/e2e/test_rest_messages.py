@@ -12,18 +12,12 @@ from tests.e2e.test_rest_auth import (
     ISO_UTC,
     NOT_AN_OBJECT,
     assert_error,
-    fresh_connections,
     raw_post,
 )
 from tests.support import Api, ServerProcess, User
 
 MESSAGE_FIELDS = {"room", "seq", "user", "body", "ts", "client_msg_id"}
 MISSING_ROOM = "nosuchroom"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_connections(api: Api) -> None:
-    fresh_connections(api)
 
 
 def post(
@@ -140,7 +134,7 @@ def test_post_rejects_non_object_body(api: Api, alice: User, data: bytes) -> Non
 
 def test_post_message_length_limit(make_server: Callable[..., ServerProcess]) -> None:
     """A body of GREENROOM_MAX_MESSAGE_CHARS characters is accepted, one more is 400 invalid_message."""
-    api = fresh_connections(Api(make_server("len", GREENROOM_MAX_MESSAGE_CHARS="10")))
+    api = Api(make_server("len", GREENROOM_MAX_MESSAGE_CHARS="10"))
     user = api.new_user("len")
     room = api.create_room(user, "len")["id"]
     assert post(api, user, room, "x" * 10).status_code == 201
@@ -176,7 +170,7 @@ def test_post_to_missing_room_not_found(api: Api, alice: User) -> None:
 def test_post_rate_limited(make_server: Callable[..., ServerProcess]) -> None:
     """Past GREENROOM_SEND_BURST posts, a fast sender gets 429 rate_limited with Retry-After; others still post."""
     srv = make_server("rate", GREENROOM_SEND_BURST="3", GREENROOM_SEND_RATE_PER_S="0.05")
-    api = fresh_connections(Api(srv))
+    api = Api(srv)
     alice, bob = api.new_user("fast"), api.new_user("calm")
     room = api.create_room(alice, "rate")["id"]
     assert bob.join(room).status_code == 200

@@ -11,18 +11,12 @@ from tests.e2e.test_rest_auth import (
     ISO_UTC,
     NOT_AN_OBJECT,
     assert_error,
-    fresh_connections,
     raw_post,
 )
 from tests.support import Api, ServerProcess, User
 
 ROOM_FIELDS = {"id", "name", "owner", "capacity", "private", "created_at"}
 MISSING_ROOM = "nosuchroom"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_connections(api: Api) -> None:
-    fresh_connections(api)
 
 
 @pytest.fixture
@@ -114,12 +108,8 @@ def test_create_room_capacity_limited_by_setting(
     make_server: Callable[..., ServerProcess],
 ) -> None:
     """Capacity may go up to GREENROOM_MAX_ROOM_CAPACITY and no further (400 invalid_room)."""
-    api = fresh_connections(
-        Api(
-            make_server(
-                "cap", GREENROOM_MAX_ROOM_CAPACITY="50", GREENROOM_DEFAULT_ROOM_CAPACITY="20"
-            )
-        )
+    api = Api(
+        make_server("cap", GREENROOM_MAX_ROOM_CAPACITY="50", GREENROOM_DEFAULT_ROOM_CAPACITY="20")
     )
     user = api.new_user("cap")
     assert api.create_room(user, "max", capacity=50)["capacity"] == 50
