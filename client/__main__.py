@@ -1,0 +1,5 @@
+"""`python -m client` runs the greenroom command."""
+
+from client.cli import main
+
+main()

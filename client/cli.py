@@ -1,0 +1,440 @@
+"""The `greenroom` command: click subcommands over the REST routes, and `chat` over /ws.
+
+Exit status: 0 on success, 1 when the server refuses or cannot be reached, 2 on a
+usage error (click's convention). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from client import render
+from client.api import Api, ClientError
+from client.config import ChatState, Credentials, resolve_server
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.credentials = Credentials(server)
+
+    def api(self, login: bool = True) -> Api:
+        if not login:
+            return Api(self.server)
+        saved = self.credentials.load()
+        if saved is None:
+            raise ClientError("not_logged_in", "not logged in: run greenroom login USERNAME")
+        return Api(self.server, saved["token"])
+
+    def username(self) -> str:
+        saved = self.credentials.load()
+        if saved is None:
+            raise ClientError("not_logged_in", "not logged in: run greenroom login USERNAME")
+        return saved["username"]
+
+
+def handles_errors(room_arg: str | None = None, user_arg: str | None = None) -> Callable[[F], F]:
+    """Turn a ClientError into one line on stderr and exit status 1."""
+
+    def decorator(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except ClientError as err:
+                line = render.format_error(
+                    err.code,
+                    err.message,
+                    room=kwargs.get(room_arg) if room_arg else None,
+                    user=kwargs.get(user_arg) if user_arg else None,
+                )
+                click.echo(f"greenroom: {line}", err=True)
+                sys.exit(1)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON (one object per line)."
+)
+
+
+def emit(as_json: bool, obj: Any, text: str) -> None:
+    click.echo(render.as_json(obj) if as_json else text)
+
+
+def read_password(password_stdin: bool, confirm: bool) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin: no password on standard input")
+        return password
+    return click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Server address. Default: $GREENROOM_SERVER, else http://127.0.0.1:8000.",
+)
+@click.version_option("0.1.0", prog_name="greenroom")
+@click.pass_context
+def cli(ctx: click.Context, server: str | None) -> None:
+    """Chat on a Greenroom server from your terminal, or script it from a shell.
+
+    \b
+    Examples:
+      greenroom register alice
+      greenroom login alice
+      greenroom rooms create general
+      greenroom chat ROOM_ID
+      printf 'hi\\nbye\\n' | greenroom chat ROOM_ID
+    """
+    ctx.obj = Context(resolve_server(server))
+
+
+# ---- accounts -----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@json_option
+@click.pass_obj
+@handles_errors(user_arg="username")
+def register(ctx: Context, username: str, password_stdin: bool, as_json: bool) -> None:
+    """Create an account (the password is asked without echo).
+
+    \b
+    Examples:
+      greenroom register alice
+      echo "$PASSWORD" | greenroom register alice --password-stdin
+    """
+    result = ctx.api(login=False).register(username, read_password(password_stdin, confirm=True))
+    emit(
+        as_json,
+        result,
+        f"registered {result['username']}; now run: greenroom login {result['username']}",
+    )
+
+
+@cli.command()
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@json_option
+@click.pass_obj
+@handles_errors(user_arg="username")
+def login(ctx: Context, username: str, password_stdin: bool, as_json: bool) -> None:
+    """Log in and save the session token for this server (file mode 0600).
+
+    \b
+    Examples:
+      greenroom login alice
+      echo "$PASSWORD" | greenroom login alice --password-stdin
+    """
+    result = ctx.api(login=False).login(username, read_password(password_stdin, confirm=False))
+    ctx.credentials.save(result["username"], result["token"])
+    shown = {"username": result["username"], "server": ctx.server}
+    emit(as_json, shown, f"logged in as {result['username']} on {ctx.server}")
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors()
+def logout(ctx: Context, as_json: bool) -> None:
+    """End the session on the server and delete the saved token.
+
+    \b
+    Example:
+      greenroom logout
+    """
+    try:
+        ctx.api().logout()
+    except ClientError as err:
+        if err.code not in ("unauthorized", "not_logged_in"):
+            raise
+    ctx.credentials.delete()
+    emit(as_json, {"logged_out": True}, "logged out")
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors()
+def whoami(ctx: Context, as_json: bool) -> None:
+    """Show who you are logged in as.
+
+    \b
+    Example:
+      greenroom whoami
+    """
+    me = ctx.api().me()
+    emit(as_json, {**me, "server": ctx.server}, f"{me['username']} on {ctx.server}")
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors()
+def users(ctx: Context, as_json: bool) -> None:
+    """List everyone with their status and when they were last seen.
+
+    \b
+    Example:
+      greenroom users
+    """
+    for u in ctx.api().users():
+        emit(as_json, u, render.format_user(u))
+
+
+@cli.command()
+@click.argument("user")
+@json_option
+@click.pass_obj
+@handles_errors(user_arg="user")
+def status(ctx: Context, user: str, as_json: bool) -> None:
+    """Show one user's status and last seen time.
+
+    \b
+    Example:
+      greenroom status bob
+    """
+    u = ctx.api().user(user)
+    emit(as_json, u, render.format_user(u))
+
+
+# ---- rooms --------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def rooms(click_ctx: click.Context, as_json: bool) -> None:
+    """List the rooms you can see, or manage one (see the subcommands).
+
+    \b
+    Examples:
+      greenroom rooms
+      greenroom rooms create general --capacity 50
+      greenroom rooms join abc123
+    """
+    if click_ctx.invoked_subcommand is None:
+        list_rooms(click_ctx.obj, as_json)
+
+
+@handles_errors()
+def list_rooms(ctx: Context, as_json: bool) -> None:
+    for r in ctx.api().rooms():
+        emit(as_json, r, render.format_room(r))
+
+
+@rooms.command("create")
+@click.argument("name")
+@click.option("--capacity", type=click.IntRange(min=1), help="Most members allowed.")
+@click.option("--private", is_flag=True, help="Only invited users may join.")
+@json_option
+@click.pass_obj
+@handles_errors()
+def rooms_create(
+    ctx: Context, name: str, capacity: int | None, private: bool, as_json: bool
+) -> None:
+    """Create a room; you become its owner and first member.
+
+    \b
+    Examples:
+      greenroom rooms create general
+      greenroom rooms create secret --private --capacity 5
+      ROOM=$(greenroom rooms create general --json | jq -r .id)
+    """
+    r = ctx.api().create_room(name, capacity, private)
+    emit(as_json, r, f"created room {r['id']} ({r['name']})")
+
+
+@rooms.command("show")
+@click.argument("room_id")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def rooms_show(ctx: Context, room_id: str, as_json: bool) -> None:
+    """Show a room with its member and online counts.
+
+    \b
+    Example:
+      greenroom rooms show abc123
+    """
+    r = ctx.api().room(room_id)
+    emit(as_json, r, render.format_room(r))
+
+
+@rooms.command("delete")
+@click.argument("room_id")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def rooms_delete(ctx: Context, room_id: str, as_json: bool) -> None:
+    """Delete a room you own, with all its messages.
+
+    \b
+    Example:
+      greenroom rooms delete abc123
+    """
+    ctx.api().delete_room(room_id)
+    emit(as_json, {"deleted": room_id}, f"deleted room {room_id}")
+
+
+@rooms.command("invite")
+@click.argument("room_id")
+@click.argument("user")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id", user_arg="user")
+def rooms_invite(ctx: Context, room_id: str, user: str, as_json: bool) -> None:
+    """Invite a user to a private room you own.
+
+    \b
+    Example:
+      greenroom rooms invite abc123 bob
+    """
+    ctx.api().invite(room_id, user)
+    emit(as_json, {"invited": user, "room": room_id}, f"invited {user} to room {room_id}")
+
+
+@rooms.command("join")
+@click.argument("room_id")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def rooms_join(ctx: Context, room_id: str, as_json: bool) -> None:
+    """Become a member of a room (until you leave it).
+
+    \b
+    Example:
+      greenroom rooms join abc123
+    """
+    r = ctx.api().join(room_id)
+    emit(as_json, r, f"joined room {r['id']} ({r['name']})")
+
+
+@rooms.command("leave")
+@click.argument("room_id")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def rooms_leave(ctx: Context, room_id: str, as_json: bool) -> None:
+    """Stop being a member of a room.
+
+    \b
+    Example:
+      greenroom rooms leave abc123
+    """
+    ctx.api().leave(room_id)
+    emit(as_json, {"left": room_id}, f"left room {room_id}")
+
+
+@cli.command()
+@click.argument("room_id")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def members(ctx: Context, room_id: str, as_json: bool) -> None:
+    """List a room's members with their status.
+
+    \b
+    Example:
+      greenroom members abc123
+    """
+    for m in ctx.api().members(room_id):
+        emit(as_json, m, render.format_member(m))
+
+
+# ---- messages -----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("room_id")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--before", type=click.IntRange(min=0), help="Only messages before this seq.")
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def history(ctx: Context, room_id: str, limit: int, before: int | None, as_json: bool) -> None:
+    """Print a room's messages, oldest first (the newest page by default).
+
+    \b
+    Examples:
+      greenroom history abc123
+      greenroom history abc123 --limit 20 --before 101
+    """
+    page = ctx.api().history(room_id, limit=limit, before=before)
+    for m in page["messages"]:
+        emit(as_json, m, render.format_message(m))
+
+
+@cli.command()
+@click.argument("room_id")
+@click.argument("message", nargs=-1)
+@json_option
+@click.pass_obj
+@handles_errors(room_arg="room_id")
+def send(ctx: Context, room_id: str, message: tuple[str, ...], as_json: bool) -> None:
+    """Send one message (from the arguments, else from standard input).
+
+    \b
+    Examples:
+      greenroom send abc123 hello everyone
+      uptime | greenroom send abc123
+    """
+    body = " ".join(message) if message else sys.stdin.read().rstrip("\n")
+    if not body.strip():
+        raise click.UsageError("nothing to send: give a MESSAGE or pipe one in")
+    m = ctx.api().post(room_id, body, uuid.uuid4().hex)
+    emit(as_json, m, f"sent #{m['seq']} to {room_id}")
+
+
+@cli.command()
+@click.argument("room_ids", nargs=-1, required=True)
+@json_option
+@click.pass_obj
+@handles_errors()
+def chat(ctx: Context, room_ids: tuple[str, ...], as_json: bool) -> None:
+    """Chat live in one or more rooms; lines you type go to the current room.
+
+    Reconnects by itself and resumes where it left off: nothing missed, nothing
+    printed twice, and nothing you typed is lost or sent twice.
+
+    \b
+    Examples:
+      greenroom chat abc123
+      greenroom chat abc123 def456        (type /switch def456 to talk there)
+      printf 'hi\\nbye\\n' | greenroom chat abc123
+    Type /help inside for the slash commands.
+    """
+    from client.chat import run_chat
+
+    api = ctx.api()
+    username = ctx.username()
+    for room_id in room_ids:
+        try:
+            api.join(room_id)
+        except ClientError as err:
+            raise ClientError(
+                err.code, render.format_error(err.code, err.message, room=room_id)
+            ) from None
+    state = ChatState(ctx.server, username)
+    sys.exit(run_chat(api, state, list(room_ids), as_json))
+
+
+def main() -> None:
+    cli(prog_name="greenroom")
