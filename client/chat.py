@@ -114,6 +114,16 @@ def _interactive(api: Api, live: LiveSession, printer: Printer, room: str) -> in
     current = [room]
     session: PromptSession[str] = PromptSession()
     printer.error(f"chatting in {room}; /help lists the commands, /quit leaves")
+
+    def end_prompt_when_session_dies() -> None:
+        # A dead session (logged out elsewhere, expired) ends the prompt at once,
+        # instead of on the next line the user types.
+        live.wait_stopped()
+        app = session.app
+        if live.fatal is not None and app.is_running and app.loop is not None:
+            app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()))
+
+    threading.Thread(target=end_prompt_when_session_dies, daemon=True).start()
     with patch_stdout(raw=True):
         while live.fatal is None:
             try:

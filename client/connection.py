@@ -286,6 +286,8 @@ class LiveSession:
             return  # retried quietly
         elif code == "not_joined":
             return  # sent again after the join completes
+        elif code == "unauthorized":
+            return  # the 4001 close that follows ends the session, with its own message
         elif not cmid and frame.get("room") in self.rooms and code in JOIN_ERRORS:
             self._forget_room(frame["room"])
         self._on_event(frame)
