@@ -1,0 +1,1 @@
+"""The project's benchmark: Greenroom against two baselines, same machine, same run."""

@@ -1,0 +1,1 @@
+"""Small reference chat servers the benchmark measures Greenroom against."""

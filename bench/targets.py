@@ -1,0 +1,287 @@
+"""The servers under test: how to start each one pinned to CPU 0, and how a member joins and sends.
+
+Greenroom runs under its Procfile's gunicorn command (the deployment); the two
+baselines run as their small scripts in bench/baselines/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gevent
+import gevent.event
+import requests
+
+from bench.procstat import worker_pid
+from bench.wsclient import Conn
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU = 0
+NOFILE = 65536
+
+
+def _pin_and_raise_limits() -> None:
+    """Runs in the child before exec: one CPU, and enough file descriptors for 20k sockets."""
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(0, {SERVER_CPU})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Target:
+    """A server process plus its client protocol."""
+
+    name = ""
+    ws_path = "/ws"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.pid = 0
+        self._rooms = itertools.count(1)
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+
+    # ---- process ------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1"}
+
+    def start(self) -> None:
+        self.port = free_port()
+        log = open(self._workdir / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            preexec_fn=_pin_and_raise_limits,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited: {(self._workdir / 'server.log').read_text()[-2000:]}"
+                )
+            if self._ready():
+                self.pid = worker_pid(self.proc.pid)
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def _ready(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    # ---- protocol -------------------------------------------------------------------
+
+    def prepare(self, members: int) -> None:
+        """Anything needed before `members` connections can open (accounts, for Greenroom)."""
+
+    def new_room(self) -> str:
+        return f"r{next(self._rooms)}"
+
+    def open(self, member: int, room: str) -> Conn:
+        """A connection joined to room, reader running; on_text must be set by the caller."""
+        raise NotImplementedError
+
+    def send_payload(self, room: str, body: str, n: int) -> bytes:
+        raise NotImplementedError
+
+    def _join(self, conn: Conn, join_payload: bytes, joined_marker: bytes) -> None:
+        done = gevent.event.Event()
+
+        def wait_joined(payload: bytes) -> None:
+            if joined_marker in payload:
+                done.set()
+
+        conn.on_text = wait_joined
+        conn.start()
+        conn.send(join_payload)
+        if not done.wait(30):
+            raise TimeoutError(f"{self.name}: join not answered")
+
+
+class Greenroom(Target):
+    name = "greenroom"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: list[str] = []
+        self._owner = ""
+        self._msg_ids = itertools.count(1)
+
+    def command(self) -> list[str]:
+        procfile = (ROOT / "Procfile").read_text()
+        web = re.search(r"^web:\s*(.+)$", procfile, re.MULTILINE)
+        assert web
+        return ["bash", "-c", f"exec {web.group(1)}"]
+
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env(),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "DATABASE_URL": f"sqlite:///{self._workdir / 'bench.db'}",
+            "WORKER_CONNECTIONS": "30000",
+            "HOME": str(self._workdir),
+            "GREENROOM_LOG_LEVEL": "WARNING",
+            # Hashing and rate limits are not what is measured here.
+            "GREENROOM_ARGON2_TIME_COST": "1",
+            "GREENROOM_ARGON2_MEMORY_KIB": "8192",
+            "GREENROOM_ARGON2_PARALLELISM": "1",
+            "GREENROOM_SEND_RATE_PER_S": "1000000",
+            "GREENROOM_SEND_BURST": "1000000",
+            "GREENROOM_LOGIN_MAX_FAILURES": "1000000",
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def prepare(self, members: int) -> None:
+        # Ten connections per account keeps set-up quick; presence is per account.
+        wanted = max(1, (members + 9) // 10)
+        pool = gevent.pool.Pool(16)
+        start = len(self.tokens)
+
+        def account(i: int) -> str:
+            http = requests.Session()
+            name = f"bench{i}"
+            http.post(
+                f"{self.url}/api/auth/register",
+                json={"username": name, "password": "benchmark-pw"},
+                timeout=30,
+            )
+            r = http.post(
+                f"{self.url}/api/auth/login",
+                json={"username": name, "password": "benchmark-pw"},
+                timeout=30,
+            )
+            r.raise_for_status()
+            return r.json()["token"]
+
+        self.tokens += pool.map(account, range(start, wanted))
+        self._owner = self.tokens[0]
+
+    def new_room(self) -> str:
+        r = requests.post(
+            f"{self.url}/api/rooms",
+            json={"name": "bench", "capacity": 100000},
+            headers={"Authorization": f"Bearer {self._owner}"},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def open(self, member: int, room: str) -> Conn:
+        token = self.tokens[member % len(self.tokens)]
+        conn = Conn("127.0.0.1", self.port, "/ws", {"Authorization": f"Bearer {token}"})
+        self._join(conn, json.dumps({"type": "join", "room": room}).encode(), b'"type":"joined"')
+        return conn
+
+    def send_payload(self, room: str, body: str, n: int) -> bytes:
+        # client_msg_id must be new for every message of the whole run: a reused one is
+        # (correctly) treated as a retry and stores nothing.
+        return b'{"type":"send","room":"%s","body":"%s","client_msg_id":"b%d"}' % (
+            room.encode(),
+            body.encode(),
+            next(self._msg_ids),
+        )
+
+
+class WebsocketsBaseline(Target):
+    name = "websockets"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "bench" / "baselines" / "websockets_chat.py")]
+
+    def open(self, member: int, room: str) -> Conn:
+        conn = Conn("127.0.0.1", self.port, "/")
+        self._join(conn, json.dumps({"type": "join", "room": room}).encode(), b'"type": "joined"')
+        return conn
+
+    def send_payload(self, room: str, body: str, n: int) -> bytes:
+        return b'{"type":"send","room":"%s","body":"%s"}' % (room.encode(), body.encode())
+
+
+class SocketIOBaseline(Target):
+    name = "flask-socketio"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "bench" / "baselines" / "socketio_chat.py")]
+
+    def open(self, member: int, room: str) -> Conn:
+        conn = Conn("127.0.0.1", self.port, "/socket.io/?EIO=4&transport=websocket")
+        ready = gevent.event.Event()
+
+        def handshake(payload: bytes) -> None:
+            if payload.startswith(b"0{"):
+                conn.send(b"40")
+            elif payload.startswith(b"40"):
+                ready.set()
+            elif payload.startswith(b'42["joined"'):
+                ready.set()
+            elif payload == b"2":
+                conn.send(b"3")
+
+        conn.on_text = handshake
+        conn.start()
+        if not ready.wait(30):
+            raise TimeoutError("socket.io connect not answered")
+        ready.clear()
+        conn.send(b'42["join",{"room":"%s"}]' % room.encode())
+        if not ready.wait(30):
+            raise TimeoutError("socket.io join not answered")
+        return conn
+
+    def wrap(self, conn: Conn, handler: object) -> object:
+        def on_text(payload: bytes) -> None:
+            if payload == b"2":
+                conn.send(b"3")  # Engine.IO heartbeat
+            else:
+                handler(payload)  # type: ignore[operator]
+
+        return on_text
+
+    def send_payload(self, room: str, body: str, n: int) -> bytes:
+        return b'42["send",{"room":"%s","body":"%s"}]' % (room.encode(), body.encode())
+
+
+TARGETS = {t.name: t for t in (Greenroom, SocketIOBaseline, WebsocketsBaseline)}
