@@ -68,6 +68,9 @@ class Connection:
     ) -> None:
         self.ws = ws
         self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
+        # gevent's socket wraps the OS socket; the fast path in push() uses it directly.
+        self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
+        self._writing = False
         # Frames are written as soon as they are queued; Nagle would hold small ones back.
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
@@ -110,9 +113,23 @@ class Connection:
         self.last_heard = self._clock()
 
     def push(self, frame: bytes) -> bool:
-        """Queue an encoded frame; close with 4008 instead when the outbox is full."""
+        """Write or queue an encoded frame; close with 4008 instead when the outbox is full.
+
+        When nothing is queued and the writer is not mid-write, the frame is written at
+        once with a non-blocking send: no greenlet switch, and still one writer at a time,
+        because this code does not yield. Whatever the kernel does not take is queued for
+        the writer greenlet, ahead of anything later.
+        """
         if not self.open:
             return False
+        if not self._outbox and not self._writing:
+            try:
+                sent = self._raw.send(frame, socket.MSG_DONTWAIT)
+            except OSError:
+                sent = 0  # EAGAIN, or a dead socket that the writer's sendall will report
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]
         if (
             len(self._outbox) >= self._max_frames
             or self._outbox_bytes + len(frame) > self._max_bytes
@@ -189,7 +206,11 @@ class Connection:
                     data = b"".join(self._outbox)
                     self._outbox.clear()
                     self._outbox_bytes = 0
-                    self._sock.sendall(data)
+                    self._writing = True
+                    try:
+                        self._sock.sendall(data)
+                    finally:
+                        self._writing = False
                 if self.close_code is not None or self._reader_finished:
                     break
             if not self._reader_finished:
