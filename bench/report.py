@@ -40,10 +40,12 @@ def machine() -> dict[str, Any]:
 
 
 def saturation_max(results: list[Result], server: str) -> Result | None:
+    """The highest clean delivered rate with p99 < 200 ms, over the fan-out and saturation steps."""
+    steps = ("fan-out 10k/s", "fan-out 50k/s", "saturation")
     ok = [
         r
         for r in results
-        if r.server == server and r.scenario == "saturation" and r.clean and r.p99_ms < 200
+        if r.server == server and r.scenario in steps and r.clean and r.p99_ms < 200
     ]
     return max(ok, key=lambda r: r.delivered_per_s) if ok else None
 
@@ -65,7 +67,7 @@ def table(results: list[Result]) -> str:
     for s in servers:
         best = saturation_max(results, s)
         lines.append(
-            f"| {s} | saturation: highest lossless rate with p99 < 200 ms | "
+            f"| {s} | saturation: highest lossless rate with p99 < 200 ms ({best.scenario}) | "
             f"{best.offered_msgs_per_s:g} | {best.delivered_per_s:,.0f} | {best.p50_ms:.1f} | {best.p99_ms:.1f} | {best.max_ms:.1f} | 0 | 0 | {best.cpu_us_per_delivery:.1f} |  | {'yes' if best.loadgen_bound else 'no'} |"
             if best
             else f"| {s} | saturation | no clean step | | | | | | | | | |"

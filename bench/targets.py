@@ -34,9 +34,17 @@ def _pin_and_raise_limits() -> None:
     """Runs in the child before exec: one CPU, and enough file descriptors for 20k sockets."""
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {SERVER_CPU})
+    raise_nofile()
+
+
+def raise_nofile() -> int:
+    """Raise the open-files limit as far as allowed (the hard limit too, where permitted)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port() -> int:
