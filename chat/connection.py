@@ -132,22 +132,19 @@ class Connection:
             if sent == len(frame):
                 return True
             frame = frame[sent:]
-        if (
-            len(self._outbox) >= self._max_frames
-            or self._outbox_bytes + len(frame) > self._max_bytes
-        ):
-            log.warning(
-                "closing slow client %s: %d frames, %d bytes queued",
-                self.username,
-                len(self._outbox),
-                self._outbox_bytes,
-            )
-            self.close(CLOSE_TOO_SLOW, "too slow: reconnect and join with since")
-            return False
-        self._outbox.append(frame)
-        self._outbox_bytes += len(frame)
-        self._wake_writer()
-        return True
+        if self._queue(frame):
+            self._wake_writer()
+            return True
+        return False
+
+    def _too_slow(self) -> None:
+        log.warning(
+            "closing slow client %s: %d frames, %d bytes queued",
+            self.username,
+            len(self._outbox),
+            self._outbox_bytes,
+        )
+        self.close(CLOSE_TOO_SLOW, "too slow: reconnect and join with since")
 
     def push_control(self, data: bytes) -> None:
         """Bytes simple-websocket wants written (pong, close reply): small, never bounded."""
@@ -158,18 +155,60 @@ class Connection:
     def send(self, obj: dict[str, object]) -> bool:
         return self.push(text_frame(obj))
 
-    def deliver(self, room: str, seq: int, frame: bytes) -> None:
-        """Queue a room message once, in seq order; hold it back while this room's join is reading history."""
+    def deliver(self, room: str, seq: int, frame: bytes, cork: bool = False) -> bool:
+        """Send a room message once, in seq order; held back while this room's join reads history.
+
+        With cork, the frame is only queued and the caller flush()es after its batch, so
+        a batch costs one system call per connection. True when corked frames were queued.
+        """
         held = self.pending.get(room)
         if held is not None:
             if len(held) >= self._max_frames:
                 self.close(CLOSE_TOO_SLOW, "too slow: reconnect and join with since")
             held.append((seq, frame))
-            return
+            return False
         if seq <= self.delivered.get(room, 0):
-            return
+            return False
         self.delivered[room] = seq
-        self.push(frame)
+        if not cork:
+            self.push(frame)
+            return False
+        return self._queue(frame)
+
+    def _queue(self, frame: bytes) -> bool:
+        if not self.open:
+            return False
+        if (
+            len(self._outbox) >= self._max_frames
+            or self._outbox_bytes + len(frame) > self._max_bytes
+        ):
+            self._too_slow()
+            return False
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        return True
+
+    def flush(self) -> None:
+        """Write everything queued with one non-blocking send; the writer greenlet takes the rest.
+
+        After a batch of messages, each connection costs one system call, not one per message.
+        """
+        if not self._outbox or self._writing or not self.open:
+            if self._outbox:
+                self._wake_writer()
+            return
+        data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
+        try:
+            sent = self._raw.send(data, socket.MSG_DONTWAIT)
+        except OSError:
+            sent = 0
+        self._outbox.clear()
+        if sent == len(data):
+            self._outbox_bytes = 0
+            return
+        self._outbox.append(data[sent:])
+        self._outbox_bytes = len(data) - sent
+        self._wake_writer()
 
     def ping(self, now: float) -> None:
         self.last_ping = now

@@ -68,7 +68,7 @@ class Chat:
         self._clock = clock
         self.registry = registry
         self.presence = presence
-        self.writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, self._publish_message)
+        self.writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, self._publish_messages)
         self.send_limits = RateLimiter(settings.SEND_RATE_PER_S, settings.SEND_BURST)
         self._typing: dict[tuple[str, str], float] = {}  # (user, room) -> when last forwarded
 
@@ -188,13 +188,21 @@ class Chat:
 
     # ---- live delivery ----------------------------------------------------
 
-    def _publish_message(self, message: dict[str, object]) -> None:
-        """Runs on the writer greenlet in commit order: encode once, queue to every subscriber."""
-        room = message["room"]
-        seq = message["seq"]
-        frame = text_frame({"type": "message", **message})
-        for conn in self.registry.subscribers(room):  # type: ignore[arg-type]
-            conn.deliver(room, seq, frame)  # type: ignore[arg-type]
+    def _publish_messages(self, messages: list[dict[str, object]]) -> None:
+        """Runs on the writer greenlet in commit order: encode each message once, queue it to
+        every subscriber, then write each touched connection once."""
+        touched: dict[Connection, None] = {}
+        # A lone message goes straight out; corking only pays when there is something to join.
+        cork = len(messages) > 1
+        for message in messages:
+            room = message["room"]
+            seq = message["seq"]
+            frame = text_frame({"type": "message", **message})
+            for conn in self.registry.subscribers(room):  # type: ignore[arg-type]
+                if conn.deliver(room, seq, frame, cork):  # type: ignore[arg-type]
+                    touched[conn] = None
+        for conn in touched:
+            conn.flush()
 
     def _notify_room(self, room_id: str, obj: dict[str, object]) -> None:
         frame = text_frame(obj)
@@ -246,7 +254,8 @@ class Chat:
             }
         )
         for seq, frame in held:
-            conn.deliver(room_id, seq, frame)
+            conn.deliver(room_id, seq, frame, cork=True)
+        conn.flush()
 
     def _member_sample(self, names: list[str]) -> list[dict[str, object]]:
         """Up to JOINED_MAX_MEMBERS members, online ones first: a joined frame must stay small."""

@@ -34,7 +34,7 @@ class MessageWriter:
     """Accepts drafts from any greenlet; stores them and calls back in commit order."""
 
     def __init__(
-        self, db: Database, keep_per_room: int, publish: Callable[[dict[str, object]], None]
+        self, db: Database, keep_per_room: int, publish: Callable[[list[dict[str, object]]], None]
     ) -> None:
         self._db = db
         self._keep = keep_per_room
@@ -71,17 +71,21 @@ class MessageWriter:
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             outcomes = [None] * len(batch)
-        for i, ((_, done), stored) in enumerate(zip(batch, outcomes, strict=True)):
-            if i and i % PUBLISH_SLICE == 0:
+        results = [
+            (done, stored if stored is not None else Stored(error=STORE_FAILED))
+            for (_, done), stored in zip(batch, outcomes, strict=True)
+        ]
+        for start in range(0, len(results), PUBLISH_SLICE):
+            if start:
                 gevent.sleep(0)
-            if stored is None:
-                stored = Stored(error=STORE_FAILED)
-            elif stored.message is not None and not stored.duplicate:
-                self._publish(stored.message)
-            try:
-                done(stored)
-            except Exception:
-                log.exception("message callback failed")
+            part = results[start : start + PUBLISH_SLICE]
+            # Messages first, then the acks: a sender sees its message before its ack.
+            self._publish([s.message for _, s in part if s.message is not None and not s.duplicate])
+            for done, stored in part:
+                try:
+                    done(stored)
+                except Exception:
+                    log.exception("message callback failed")
         log.debug(
             "stored %d messages in %.1f ms", len(batch), (time.perf_counter() - started) * 1e3
         )
