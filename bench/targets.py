@@ -20,6 +20,7 @@ from pathlib import Path
 
 import gevent
 import gevent.event
+import gevent.pool
 import requests
 
 from bench.procstat import worker_pid
