@@ -71,6 +71,7 @@ class Connection:
         # gevent's socket wraps the OS socket; the fast path in push() uses it directly.
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
         self._writing = False
+        self._partial_head = False  # the outbox starts with the rest of a half-written frame
         # Frames are written as soon as they are queued; Nagle would hold small ones back.
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
@@ -131,11 +132,20 @@ class Connection:
                 sent = 0  # EAGAIN, or a dead socket that the writer's sendall will report
             if sent == len(frame):
                 return True
-            frame = frame[sent:]
+            if sent:
+                # Half a frame is on the wire: the rest must follow whatever the bounds say.
+                self._queue_remainder(frame[sent:])
+                return True
         if self._queue(frame):
             self._wake_writer()
             return True
         return False
+
+    def _queue_remainder(self, rest: bytes) -> None:
+        self._outbox.append(rest)
+        self._outbox_bytes += len(rest)
+        self._partial_head = True
+        self._wake_writer()
 
     def _too_slow(self) -> None:
         log.warning(
@@ -203,12 +213,15 @@ class Connection:
         except OSError:
             sent = 0
         self._outbox.clear()
+        self._outbox_bytes = 0
         if sent == len(data):
-            self._outbox_bytes = 0
             return
-        self._outbox.append(data[sent:])
-        self._outbox_bytes = len(data) - sent
-        self._wake_writer()
+        if sent:
+            self._queue_remainder(data[sent:])
+        else:
+            self._outbox.append(data)
+            self._outbox_bytes = len(data)
+            self._wake_writer()
 
     def ping(self, now: float) -> None:
         self.last_ping = now
@@ -221,8 +234,14 @@ class Connection:
         self.close_code = code
         self._close_reason = reason
         if code == CLOSE_TOO_SLOW:
+            # Drop what is queued, except the rest of a frame already half written:
+            # the close frame must start on a frame boundary.
+            head = self._outbox[0] if self._partial_head and self._outbox else None
             self._outbox.clear()
             self._outbox_bytes = 0
+            if head is not None:
+                self._outbox.append(head)
+                self._outbox_bytes = len(head)
         self._wake_writer()
         # A client that stops reading could hold the writer in sendall forever.
         self._abort_timer = gevent.spawn_later(self._close_timeout_s, self.abort)
@@ -252,6 +271,7 @@ class Connection:
                     data = b"".join(self._outbox)
                     self._outbox.clear()
                     self._outbox_bytes = 0
+                    self._partial_head = False  # sendall writes all of it, or the socket dies
                     self._writing = True
                     try:
                         self._sock.sendall(data)
