@@ -82,3 +82,28 @@ def test_procfile_command_serves_chat_and_stops_on_sigterm(gunicorn: ServerProce
     assert a.expect_closed(timeout=10) == 1001
     assert b.expect_closed(timeout=10) == 1001
     assert gunicorn.proc.wait(20) == 0, gunicorn.log()  # type: ignore[union-attr]
+
+
+def test_procfile_command_with_two_workers_refuses_to_start(tmp_path: Path) -> None:
+    """Several workers would split rooms between processes, so gunicorn stops at once with why."""
+    command = procfile_web_command().replace("-w 1", "-w 2")
+    assert "-w 2" in command
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["bash", "-c", f"exec {command}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "refusing to start 2 workers" in done.stderr
+    assert "Traceback" not in done.stderr
