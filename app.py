@@ -18,7 +18,7 @@ from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
 from auth.service import Auth  # noqa: E402
 from chat.connection import CLOSE_GOING_AWAY  # noqa: E402
-from chat.database import Database  # noqa: E402
+from chat.database import open_database  # noqa: E402
 from chat.http import Services, register_error_handlers  # noqa: E402
 from chat.rooms import RoomRegistry  # noqa: E402
 from chat.routes import bp as rooms_bp  # noqa: E402
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
     app.url_map.merge_slashes = False
 
-    db = Database(settings.DATABASE_URL)
+    db = open_database(settings.DATABASE_URL)
     passwords = Passwords(
         settings.ARGON2_TIME_COST, settings.ARGON2_MEMORY_KIB, settings.ARGON2_PARALLELISM
     )

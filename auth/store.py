@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection
 
+from chat.database import IntegrityError
 from chat.errors import conflict
 
 
@@ -14,7 +15,7 @@ def create_user(conn: sqlite3.Connection, username: str, password_hash: str, now
             "INSERT INTO users (username_key, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
             (username.lower(), username, password_hash, now),
         )
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise conflict("username_taken", f"The username {username} is taken.") from None
 
 

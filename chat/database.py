@@ -73,8 +73,31 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is in requirements.txt
+        return (sqlite3.IntegrityError,), (sqlite3.Error,)
+    return (sqlite3.IntegrityError, psycopg.IntegrityError), (sqlite3.Error, psycopg.Error)
+
+
+# What the store modules catch, whichever backend runs them.
+IntegrityError, DatabaseError = _driver_errors()
+
+
+def open_database(url: str) -> Database:
+    """The backend DATABASE_URL names: sqlite:///path or postgresql://..."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from chat.postgres import PostgresDatabase
+
+        return PostgresDatabase(url)  # type: ignore[return-value]
+    return Database(url)
+
+
 class Database:
     """One SQLite connection, used only from one pool thread."""
+
+    for_update = ""
 
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)

@@ -108,5 +108,5 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GREENROOM_DEFAULT_ROOM_CAPACITY exceeds GREENROOM_MAX_ROOM_CAPACITY")
     if settings.REPLAY_MAX_BYTES > settings.OUTBOX_MAX_BYTES:
         raise SettingsError("GREENROOM_REPLAY_MAX_BYTES exceeds GREENROOM_OUTBOX_MAX_BYTES")
-    if not settings.DATABASE_URL.startswith("sqlite:///"):
-        raise SettingsError("DATABASE_URL must be sqlite:///path (PostgreSQL is not supported yet)")
+    if not settings.DATABASE_URL.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise SettingsError("DATABASE_URL must be sqlite:///path or postgresql://...")

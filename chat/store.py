@@ -11,6 +11,7 @@ import logging
 import secrets
 import sqlite3
 
+from chat.database import DatabaseError
 from chat.errors import ChatError, conflict, forbidden, not_found
 from chat.protocol import iso
 
@@ -48,8 +49,11 @@ def room_dict(row: sqlite3.Row) -> dict[str, object]:
     }
 
 
-def _room(conn: sqlite3.Connection, room_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM rooms WHERE id = ?", (room_id,)).fetchone()
+def _room(conn: sqlite3.Connection, room_id: str, lock: bool = False) -> sqlite3.Row:
+    # FOR UPDATE (PostgreSQL only) serialises joins of one room across workers, so two
+    # can never both take the last seat; SQLite's BEGIN IMMEDIATE already does.
+    suffix = getattr(conn, "for_update", "") if lock else ""
+    row = conn.execute("SELECT * FROM rooms WHERE id = ?" + suffix, (room_id,)).fetchone()
     if row is None:
         raise room_not_found(room_id)
     return row
@@ -143,7 +147,7 @@ def join_room(
     conn: sqlite3.Connection, room_id: str, username: str, now: float
 ) -> tuple[dict[str, object], list[str], bool]:
     """Make the user a member; return (room, member names, whether they were new)."""
-    row = _room(conn, room_id)
+    row = _room(conn, room_id, lock=True)
     new = not _is_member(conn, room_id, username)
     if new:
         if row["private"] and not _is_invited(conn, room_id, username):
@@ -263,7 +267,7 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
         conn.execute("SAVEPOINT draft")
         try:
             results.append(_store_one(conn, d, touched))
-        except (sqlite3.Error, ValueError):
+        except (*DatabaseError, ValueError):
             log.exception("storing a message in room %s failed", d.room)
             conn.execute("ROLLBACK TO draft")
             results.append(Stored(error=ChatError(503, "unavailable", "Not stored: try again.")))

@@ -6,28 +6,49 @@ it patches gevent itself, so this test process stays unpatched.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import Api, ServerProcess, User, wait_for
+from tests.support import (
+    Api,
+    ServerProcess,
+    User,
+    drop_postgres_schemas,
+    postgres_unavailable,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test that uses a server runs once per storage backend."""
+    if request.param == "postgresql":
+        reason = postgres_unavailable()
+        if reason is not None:
+            if os.environ.get("GREENROOM_REQUIRE_SERVICES"):
+                pytest.fail(f"{reason} (GREENROOM_REQUIRE_SERVICES is set, as in CI)")
+            pytest.skip(reason)
+    yield request.param
+    drop_postgres_schemas()
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("server")).start()
+def server(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("server"), database=database).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def make_server(tmp_path: Path, database: str) -> Iterator[Callable[..., ServerProcess]]:
     """Start a server with its own database and extra GREENROOM_* settings."""
     started: list[ServerProcess] = []
 
     def factory(name: str = "srv", **env: str) -> ServerProcess:
-        proc = ServerProcess(tmp_path / f"{name}{len(started)}", env).start()
+        proc = ServerProcess(tmp_path / f"{name}{len(started)}", env, database=database).start()
         started.append(proc)
         return proc
 

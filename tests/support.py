@@ -50,19 +50,70 @@ def unique_name(prefix: str = "u") -> str:
     return f"{prefix}{next(_names)}_{secrets.token_hex(3)}"
 
 
+POSTGRES_URL = os.environ.get(
+    "GREENROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used for tests, or None when it can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means: not usable here
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}".splitlines()[0]
+    return None
+
+
+def new_postgres_schema() -> str:
+    """A fresh, empty schema; its URL makes the server use nothing else."""
+    import psycopg
+
+    schema = f"gr_{os.getpid()}_{next(_names)}_{secrets.token_hex(3)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    _schemas.append(schema)
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_postgres_schemas() -> None:
+    if not _schemas:
+        return
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        for schema in _schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    _schemas.clear()
+
+
+_schemas: list[str] = []
+
+
 class ServerProcess:
-    """`python app.py` on a free loopback port with its own SQLite file."""
+    """`python app.py` on a free loopback port with its own database (SQLite file or PG schema)."""
 
     def __init__(
-        self, workdir: Path, env: dict[str, str] | None = None, command: list[str] | None = None
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        database: str = "sqlite",
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
+        url = (
+            new_postgres_schema()
+            if database == "postgresql"
+            else f"sqlite:///{workdir / 'greenroom.db'}"
+        )
         self.env = {
             **os.environ,
             "HOST": "127.0.0.1",
             "PORT": "0",
-            "DATABASE_URL": f"sqlite:///{workdir / 'greenroom.db'}",
+            "DATABASE_URL": url,
             "PYTHONUNBUFFERED": "1",
             **FAST_SETTINGS,
             **(env or {}),

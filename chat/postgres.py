@@ -1,0 +1,168 @@
+"""The PostgreSQL backend: the same run(fn, *args) interface as the SQLite one.
+
+psycopg 3 is cooperative under gevent once patch_all() has run (app.py patches
+first), so queries wait on the hub like any socket, and a small pool of
+connections lets several greenlets query at once. The store modules' SQL is
+written for SQLite; PgConn translates the few differences (? placeholders,
+INSERT OR IGNORE) and gives rows that index by position and by name, as
+sqlite3.Row does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import gevent.queue
+import psycopg
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+POOL_SIZE = 8
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username_key TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    created_at DOUBLE PRECISION NOT NULL,
+    last_active DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL REFERENCES users(username),
+    capacity BIGINT NOT NULL,
+    private INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    last_seq BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS members (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    username TEXT NOT NULL REFERENCES users(username),
+    joined_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (room_id, username)
+);
+CREATE INDEX IF NOT EXISTS members_by_user ON members(username);
+CREATE TABLE IF NOT EXISTS invites (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    username TEXT NOT NULL REFERENCES users(username),
+    PRIMARY KEY (room_id, username)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    username TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    client_msg_id TEXT,
+    PRIMARY KEY (room_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
+    ON messages(username, client_msg_id) WHERE client_msg_id IS NOT NULL;
+"""
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A row that indexes by position or by column name, like sqlite3.Row."""
+
+    names: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def row_factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:
+    names = {d.name: i for i, d in enumerate(cursor.description or ())}
+    cls = type("PgRow", (Row,), {"names": names})
+    return lambda values: cls(values)
+
+
+_translated: dict[str, str] = {}
+
+
+def translate(sql: str) -> str:
+    """SQLite's dialect, as written in the stores, to PostgreSQL's."""
+    out = _translated.get(sql)
+    if out is None:
+        out = sql.replace("?", "%s")
+        if re.search(r"INSERT OR IGNORE INTO", out):
+            out = out.replace("INSERT OR IGNORE INTO", "INSERT INTO") + " ON CONFLICT DO NOTHING"
+        _translated[sql] = out
+    return out
+
+
+class PgConn:
+    """What the store functions see: execute/executemany in SQLite's dialect."""
+
+    for_update = " FOR UPDATE"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self._conn.execute(translate(sql), params)  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        cur = self._conn.cursor()
+        if seq:
+            cur.executemany(translate(sql), seq)  # type: ignore[arg-type]
+        return cur
+
+
+class PostgresDatabase:
+    """A small pool of psycopg connections; each run() is one transaction."""
+
+    def __init__(self, url: str, size: int = POOL_SIZE) -> None:
+        self.url = url
+        self._size = size
+        self._idle: gevent.queue.Queue[psycopg.Connection[Any]] = gevent.queue.Queue()
+        self._open = 0
+        with self._connect() as conn:
+            conn.execute(SCHEMA)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True, row_factory=row_factory)  # type: ignore[arg-type]
+
+    def _acquire(self) -> psycopg.Connection[Any]:
+        if self._idle.empty() and self._open < self._size:
+            self._open += 1
+            try:
+                return self._connect()
+            except BaseException:
+                self._open -= 1
+                raise
+        return self._idle.get()
+
+    def run(self, fn: Callable[..., T], *args: object) -> T:
+        conn = self._acquire()
+        healthy = True
+        try:
+            with conn.transaction():
+                return fn(PgConn(conn), *args)
+        except psycopg.OperationalError:
+            healthy = False
+            raise
+        finally:
+            if healthy and not conn.closed:
+                self._idle.put(conn)
+            else:
+                self._open -= 1
+                conn.close()
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
