@@ -1,4 +1,7 @@
-"""The SQLite connection and schema, and running SQL off the gevent hub.
+"""The SQLite connection and schema, running SQL off the gevent hub, and picking the backend.
+
+open_database() returns this SQLite backend or chat.postgres's, by DATABASE_URL;
+both offer run(fn, *args): fn(conn, *args) in one transaction.
 
 Every call goes through one OS thread in a gevent threadpool: SQLite serialises
 writers anyway, a single connection needs no locking, and the hub keeps running
