@@ -18,57 +18,14 @@ from typing import Any, TypeVar
 import gevent.queue
 import psycopg
 
+from chat.database import SCHEMA as SQLITE_SCHEMA
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POOL_SIZE = 8
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    username_key TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY,
-    username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
-    created_at DOUBLE PRECISION NOT NULL,
-    last_active DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rooms (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    owner TEXT NOT NULL REFERENCES users(username),
-    capacity BIGINT NOT NULL,
-    private INTEGER NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    last_seq BIGINT NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS members (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    username TEXT NOT NULL REFERENCES users(username),
-    joined_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (room_id, username)
-);
-CREATE INDEX IF NOT EXISTS members_by_user ON members(username);
-CREATE TABLE IF NOT EXISTS invites (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    username TEXT NOT NULL REFERENCES users(username),
-    PRIMARY KEY (room_id, username)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    seq BIGINT NOT NULL,
-    username TEXT NOT NULL,
-    body TEXT NOT NULL,
-    ts DOUBLE PRECISION NOT NULL,
-    client_msg_id TEXT,
-    PRIMARY KEY (room_id, seq)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
-    ON messages(username, client_msg_id) WHERE client_msg_id IS NOT NULL;
-"""
+# The one schema, in PostgreSQL's types: SQLite's REAL and INTEGER hold 64-bit values.
+SCHEMA = SQLITE_SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT")
 
 
 class Row(tuple):  # type: ignore[type-arg]

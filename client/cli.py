@@ -26,19 +26,17 @@ class Context:
         self.server = server
         self.credentials = Credentials(server)
 
-    def api(self, login: bool = True) -> Api:
-        if not login:
-            return Api(self.server)
+    def saved(self) -> dict[str, str]:
         saved = self.credentials.load()
         if saved is None:
             raise ClientError("not_logged_in", "not logged in: run greenroom login USERNAME")
-        return Api(self.server, saved["token"])
+        return saved
+
+    def api(self, login: bool = True) -> Api:
+        return Api(self.server, self.saved()["token"]) if login else Api(self.server)
 
     def username(self) -> str:
-        saved = self.credentials.load()
-        if saved is None:
-            raise ClientError("not_logged_in", "not logged in: run greenroom login USERNAME")
-        return saved["username"]
+        return self.saved()["username"]
 
 
 def handles_errors(room_arg: str | None = None, user_arg: str | None = None) -> Callable[[F], F]:
@@ -66,6 +64,11 @@ def handles_errors(room_arg: str | None = None, user_arg: str | None = None) -> 
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON (one object per line)."
+)
+
+
+password_stdin_option = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input."
 )
 
 
@@ -109,7 +112,7 @@ def cli(ctx: click.Context, server: str | None) -> None:
 
 @cli.command()
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@password_stdin_option
 @json_option
 @click.pass_obj
 @handles_errors(user_arg="username")
@@ -131,7 +134,7 @@ def register(ctx: Context, username: str, password_stdin: bool, as_json: bool) -
 
 @cli.command()
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@password_stdin_option
 @json_option
 @click.pass_obj
 @handles_errors(user_arg="username")
