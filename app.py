@@ -5,6 +5,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -17,9 +18,12 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
 from auth.service import Auth  # noqa: E402
+from chat.backplane import open_backplane  # noqa: E402
+from chat.claim import ClaimError, claim_database  # noqa: E402
 from chat.connection import CLOSE_GOING_AWAY  # noqa: E402
 from chat.database import open_database  # noqa: E402
 from chat.http import Services, register_error_handlers  # noqa: E402
+from chat.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
 from chat.rooms import RoomRegistry  # noqa: E402
 from chat.routes import bp as rooms_bp  # noqa: E402
 from chat.service import Chat  # noqa: E402
@@ -53,17 +57,27 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
     app.url_map.merge_slashes = False
 
+    claim = claim_database(settings.DATABASE_URL, bool(settings.REDIS_URL), settings.CLAIM_WAIT_S)
     db = open_database(settings.DATABASE_URL)
+    backplane = open_backplane(settings.REDIS_URL, settings.BACKPLANE_CHANNEL, settings.HEARTBEAT_S)
     passwords = Passwords(
         settings.ARGON2_TIME_COST, settings.ARGON2_MEMORY_KIB, settings.ARGON2_PARALLELISM
     )
-    auth = Auth(db, passwords, settings)
+    auth = Auth(db, passwords, settings, _limiter(backplane, settings, "login"))
     registry: RoomRegistry = RoomRegistry()
     auth.live_sessions = registry.live_sessions
-    presence = Presence(db, registry, on_session_ended=lambda s: auth.touch([s]))
-    chat = Chat(db, settings, registry, presence)
+    presence = Presence(
+        db,
+        registry,
+        backplane,
+        settings.WORKER_TIMEOUT_S,
+        on_session_ended=lambda s: auth.touch([s]),
+    )
+    chat = Chat(db, settings, registry, presence, backplane, _limiter(backplane, settings, "send"))
+    backplane.start(chat.on_messages, chat.on_event, chat.connected, presence.tick)
     sweeper = Sweeper(chat, auth, settings)
-    app.extensions["greenroom"] = Services(settings, db, auth, chat, presence, sweeper)
+    app.extensions["greenroom"] = Services(settings, db, auth, chat, presence, sweeper, backplane)
+    app.extensions["greenroom.claim"] = claim
 
     register_error_handlers(app)
     for bp in (auth_bp, rooms_bp, users_bp, ws_bp):
@@ -72,12 +86,44 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify({"status": "ok", "connections": len(registry)})
+        return jsonify(
+            {
+                "status": "ok",
+                "connections": len(registry),
+                "worker": backplane.worker_id,
+                "backplane": "redis" if backplane.clustered else "none",
+                "backplane_connected": backplane.connected,
+            }
+        )
 
     sweeper.start()
     _chain_sigterm(app)
-    log.info("greenroom ready on %s", settings.DATABASE_URL)
+    log.info(
+        "greenroom ready on %s, %s",
+        _redacted(settings.DATABASE_URL),
+        f"backplane {_redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "one worker",
+    )
     return app
+
+
+def _limiter(backplane: object, settings: Settings, what: str) -> RateLimiter:
+    """Per-worker buckets, or buckets shared in Redis when several workers serve one site."""
+    if what == "login":
+        rate, burst = (
+            settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S,
+            settings.LOGIN_MAX_FAILURES,
+        )
+    else:
+        rate, burst = settings.SEND_RATE_PER_S, settings.SEND_BURST
+    client = getattr(backplane, "client", None)
+    if client is None:
+        return RateLimiter(rate, burst)
+    return SharedRateLimiter(client, f"{settings.BACKPLANE_CHANNEL}:{what}:", rate, burst)
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password, for the log."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 def shutdown(app: Flask) -> None:
@@ -93,6 +139,9 @@ def shutdown(app: Flask) -> None:
     for conn in conns:
         conn.wait_closed(max(0.0, deadline - time.monotonic()))
     svc.chat.writer.flush(max(0.0, deadline - time.monotonic()))
+    # Other workers drop our users at once instead of waiting out WORKER_TIMEOUT_S.
+    svc.presence.goodbye()
+    svc.backplane.stop()
     log.info("shutdown: closed %d connections in %.2f s", len(conns), time.monotonic() - started)
 
 
@@ -111,9 +160,9 @@ def _chain_sigterm(app: Flask) -> None:
 def main() -> None:
     try:
         settings = load_settings()
-    except SettingsError as exc:
+        app = create_app(settings)
+    except (SettingsError, ClaimError) as exc:
         sys.exit(f"greenroom: {exc}")
-    app = create_app(settings)
     listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
     listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit this: pywsgi writes headers and body separately, and

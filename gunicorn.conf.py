@@ -1,19 +1,31 @@
 """gunicorn settings for Greenroom (read by gunicorn from the working directory).
 
-Rooms, presence and rate limits live in one worker's memory: with several workers a
-message would reach only the members connected to the sender's worker. Until the
-scale-out backplane exists, starting more than one worker fails at once instead.
+Without a backplane, rooms, presence and rate limits live in one worker's memory:
+with several workers a message would reach only the members connected to the
+sender's worker. So more than one worker needs REDIS_URL (the backplane) and a
+PostgreSQL DATABASE_URL (SQLite serves one process); otherwise gunicorn refuses
+to start, saying why.
 """
 
+import os
 import sys
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
-    if server.cfg.workers > 1:
+    workers = server.cfg.workers
+    if workers <= 1:
+        return
+    missing = []
+    if not os.environ.get("REDIS_URL"):
+        missing.append("REDIS_URL=redis://... (the backplane that shares rooms between workers)")
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgresql://", "postgres://")):
+        missing.append("DATABASE_URL=postgresql://... (SQLite serves one process)")
+    if missing:
         message = (
-            f"greenroom: refusing to start {server.cfg.workers} workers. Rooms live in one "
-            "process's memory, so several workers would split every room. Run one worker "
-            "(-w 1); it holds thousands of connections."
+            f"greenroom: refusing to start {workers} workers without "
+            + " and ".join(missing)
+            + ". Without them, several workers would split every room. Set both, or run "
+            "one worker (-w 1); it holds thousands of connections."
         )
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(1)

@@ -10,7 +10,6 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from auth.service import Session
 from auth.tokens import parse_bearer
-from chat.connection import CLOSE_UNAUTHORIZED
 from chat.http import json_body, no_content, services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
@@ -63,7 +62,7 @@ def logout() -> Response:
     svc = services()
     session = current_session()
     svc.auth.logout(session)
-    svc.chat.close_session(session.token_hash, CLOSE_UNAUTHORIZED, "Logged out.")
+    svc.chat.close_session(session.token_hash, "Logged out.")
     return no_content()
 
 

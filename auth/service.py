@@ -63,18 +63,21 @@ class Auth:
         db: Database,
         passwords: Passwords,
         settings: Settings,
+        failures: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._passwords = passwords
         self._settings = settings
         self._clock = clock
-        self._failures = RateLimiter(
+        # Failed logins per username|address; shared through Redis when there are several workers.
+        self._failures = failures or RateLimiter(
             settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S, settings.LOGIN_MAX_FAILURES
         )
         self.live_sessions: Callable[[], Collection[str]] = frozenset
         # Writing last_active on every request would put a commit on every call.
         self._touch_after_s = min(60.0, settings.SESSION_IDLE_TIMEOUT_S / 4)
+        self._kept_alive_at = 0.0
 
     def register(self, username: object, password: object) -> str:
         username = check_username(username)
@@ -148,6 +151,11 @@ class Auth:
 
     def expire_idle(self, now: float) -> list[str]:
         """End sessions idle longer than the timeout that hold no live connection."""
+        if now - self._kept_alive_at >= self._touch_after_s:
+            # Sessions with a socket here count as active, so that another worker's
+            # sweeper, which cannot see this worker's sockets, never expires them.
+            self._kept_alive_at = now
+            self.touch(self.live_sessions())
         cutoff = now - self._settings.SESSION_IDLE_TIMEOUT_S
         expired = self._db.run(store.delete_idle_sessions, cutoff, frozenset(self.live_sessions()))
         if expired:

@@ -14,6 +14,7 @@ from chat.errors import ChatError, bad_request
 
 if TYPE_CHECKING:
     from auth.service import Auth
+    from chat.backplane import LocalBackplane
     from chat.database import Database
     from chat.service import Chat
     from chat.settings import Settings
@@ -33,6 +34,7 @@ class Services:
     chat: Chat
     presence: Presence
     sweeper: Sweeper
+    backplane: LocalBackplane
     shutting_down: bool = False
 
 

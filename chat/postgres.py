@@ -88,7 +88,9 @@ class PostgresDatabase:
         self._size = size
         self._idle: gevent.queue.Queue[psycopg.Connection[Any]] = gevent.queue.Queue()
         self._open = 0
-        with self._connect() as conn:
+        with self._connect() as conn, conn.transaction():
+            # Workers starting together would race to create the same tables.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('greenroom:schema'))")
             conn.execute(SCHEMA)
 
     def _connect(self) -> psycopg.Connection[Any]:

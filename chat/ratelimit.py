@@ -1,6 +1,15 @@
-"""Token-bucket rate limits keyed by a string (user, login name). Pure: the caller passes `now`."""
+"""Token-bucket rate limits keyed by a string (user, login name): per worker, or shared through Redis.
+
+RateLimiter is pure (the caller passes `now`); SharedRateLimiter keeps the buckets
+in Redis, so a limit holds across every worker.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -41,3 +50,68 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+# One token bucket in a Redis hash, updated atomically; Redis's own clock, so the
+# workers' clocks need not agree. ARGV: rate, burst, mode (peek | take | charge).
+_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens < 1 then wait = (1 - tokens) / rate end
+if mode == 'peek' then return tostring(wait) end
+if mode == 'take' then
+  if wait > 0 then return tostring(wait) end
+  tokens = tokens - 1
+else
+  tokens = math.max(0, tokens - 1)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same buckets, kept in Redis so that every worker draws from them.
+
+    If Redis cannot be reached, this worker falls back to its own in-memory buckets
+    (the inherited ones) rather than refusing everyone: limits then hold per worker.
+    """
+
+    def __init__(self, client: Any, prefix: str, rate_per_s: float, burst: int) -> None:
+        super().__init__(rate_per_s, burst)
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        self._prefix = prefix
+        self._script = client.register_script(_BUCKET_LUA)
+        self._warned_at = 0.0
+
+    def _shared(self, mode: str, key: str, now: float) -> float | None:
+        try:
+            return float(
+                self._script(keys=[self._prefix + key], args=[self.rate_per_s, self.burst, mode])
+            )
+        except self._errors as exc:
+            if now - self._warned_at > 10:
+                self._warned_at = now
+                log.warning("rate limits: Redis unreachable (%s); limiting per worker", exc)
+            return None
+
+    def wait_time(self, key: str, now: float) -> float:
+        wait = self._shared("peek", key, now)
+        return super().wait_time(key, now) if wait is None else wait
+
+    def acquire(self, key: str, now: float) -> float:
+        wait = self._shared("take", key, now)
+        return super().acquire(key, now) if wait is None else wait
+
+    def charge(self, key: str, now: float) -> None:
+        if self._shared("charge", key, now) is None:
+            super().charge(key, now)

@@ -90,6 +90,9 @@ class RoomRegistry(Generic[C]):
             self._follows[conn].discard(room)
         return subs
 
+    def has_subscribers(self, room: str) -> bool:
+        return room in self._rooms
+
     def is_subscribed(self, room: str, conn: C) -> bool:
         return conn in self._rooms.get(room, {})
 

@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 from auth.service import USERNAME_RE
 from chat import store
-from chat.connection import Connection
+from chat.backplane import Items, LocalBackplane
+from chat.connection import CLOSE_UNAUTHORIZED, Connection
 from chat.database import Database
 from chat.errors import ChatError, bad_request, forbidden, not_found, rate_limited
+from chat.fanout import Fanout
 from chat.protocol import (
     check_body,
     check_client_msg_id,
@@ -27,7 +29,7 @@ from chat.ratelimit import RateLimiter
 from chat.rooms import RoomRegistry
 from chat.settings import Settings
 from chat.writer import MessageWriter
-from presence.tracker import Presence
+from presence.tracker import PRESENCE_EVENTS, Presence
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class Chat:
         settings: Settings,
         registry: RoomRegistry[Connection],
         presence: Presence,
+        backplane: LocalBackplane,
+        send_limits: RateLimiter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -68,8 +72,10 @@ class Chat:
         self._clock = clock
         self.registry = registry
         self.presence = presence
+        self.backplane = backplane
+        self.fanout = Fanout(registry, self._fetch_frames, settings.GAP_WAIT_S)
         self.writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, self._publish_messages)
-        self.send_limits = RateLimiter(settings.SEND_RATE_PER_S, settings.SEND_BURST)
+        self.send_limits = send_limits
         self._typing: dict[tuple[str, str], float] = {}  # (user, room) -> when last forwarded
 
     # ---- rooms -------------------------------------------------------------
@@ -117,29 +123,24 @@ class Chat:
         return self._with_counts(room, names)
 
     def _with_counts(self, room: dict[str, object], names: list[str]) -> dict[str, object]:
-        online = sum(1 for n in names if self.registry.is_online(n))
+        online = sum(1 for n in names if self.presence.is_online(n))
         return {**room, "member_count": len(names), "online_count": online}
 
     def delete_room(self, username: str, room_id: str) -> None:
         self._db.run(store.delete_room, room_id, username)
-        frame = text_frame({"type": "room_deleted", "room": room_id})
-        for conn in self.registry.drop_room(room_id):
-            conn.delivered.pop(room_id, None)
-            conn.push(frame)
+        self.backplane.emit({"k": "deleted", "r": room_id})
         log.info("room %s deleted by %s", room_id, username)
 
     def join(self, username: str, room_id: str) -> dict[str, object]:
         room, names, new = self._db.run(store.join_room, room_id, username, self._clock())
         if new:
-            self._notify_room(room_id, {"type": "member_joined", "room": room_id, "user": username})
+            self.backplane.emit({"k": "joined", "r": room_id, "u": username})
             log.info("%s joined room %s", username, room_id)
         return self._with_counts(room, names)
 
     def leave(self, username: str, room_id: str) -> None:
         self._db.run(store.leave_room, room_id, username)
-        self._notify_room(room_id, {"type": "member_left", "room": room_id, "user": username})
-        for conn in self.registry.unsubscribe_user(room_id, username):
-            conn.delivered.pop(room_id, None)
+        self.backplane.emit({"k": "left", "r": room_id, "u": username})
         log.info("%s left room %s", username, room_id)
 
     def members(self, username: str, room_id: str) -> list[dict[str, object]]:
@@ -189,20 +190,65 @@ class Chat:
     # ---- live delivery ----------------------------------------------------
 
     def _publish_messages(self, messages: list[dict[str, object]]) -> None:
-        """Runs on the writer greenlet in commit order: encode each message once, queue it to
-        every subscriber, then write each touched connection once."""
-        touched: dict[Connection, None] = {}
-        # A lone message goes straight out; corking only pays when there is something to join.
-        cork = len(messages) > 1
-        for message in messages:
-            room = message["room"]
-            seq = message["seq"]
-            frame = text_frame({"type": "message", **message})
-            for conn in self.registry.subscribers(room):  # type: ignore[arg-type]
-                if conn.deliver(room, seq, frame, cork):  # type: ignore[arg-type]
-                    touched[conn] = None
-        for conn in touched:
-            conn.flush()
+        """Runs on the writer greenlet in commit order: encode each message once, for every
+        local subscriber and every other worker."""
+        items: Items = [
+            (m["room"], m["seq"], text_frame({"type": "message", **m}))  # type: ignore[misc]
+            for m in messages
+        ]
+        self.fanout.feed(items)
+        self.backplane.publish_messages(items)
+
+    def _fetch_frames(
+        self, room_id: str, after: int, before: int | None, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Stored messages a feed missed, as frames (chat.fanout reads them to close gaps)."""
+        rows = self._db.run(store.messages_between, room_id, after, before, limit)
+        return [(m["seq"], text_frame({"type": "message", **m})) for m in rows]  # type: ignore[misc]
+
+    # ---- the backplane: what happened on any worker, delivered to this one's connections
+
+    def on_messages(self, items: Items) -> None:
+        """Another worker's stored messages."""
+        self.fanout.feed(items)
+
+    def on_event(self, origin: str, event: dict[str, object]) -> None:
+        """An event from any worker, this one included."""
+        kind = event["k"]
+        if kind in PRESENCE_EVENTS:
+            self.presence.on_event(origin, event)
+            return
+        room = event.get("r")
+        user = event.get("u")
+        if kind == "joined":
+            self._notify_room(room, {"type": "member_joined", "room": room, "user": user})  # type: ignore[arg-type]
+        elif kind == "left":
+            self._notify_room(room, {"type": "member_left", "room": room, "user": user})  # type: ignore[arg-type]
+            for conn in self.registry.unsubscribe_user(room, user):  # type: ignore[arg-type]
+                conn.delivered.pop(room, None)  # type: ignore[arg-type]
+        elif kind == "deleted":
+            frame = text_frame({"type": "room_deleted", "room": room})
+            self.fanout.drop(room)  # type: ignore[arg-type]
+            for conn in self.registry.drop_room(room):  # type: ignore[arg-type]
+                conn.delivered.pop(room, None)  # type: ignore[arg-type]
+                conn.push(frame)
+        elif kind == "typing":
+            frame = text_frame({"type": "typing", "room": room, "user": user})
+            for other in self.registry.subscribers(room):  # type: ignore[arg-type]
+                if other.username != user:
+                    other.push(frame)
+        elif kind == "logout":
+            reason = str(event.get("why") or "Logged out.")
+            for conn in self.registry.connections_of_session(str(event.get("s"))):
+                conn.send(error_frame(ChatError(401, "unauthorized", reason)))
+                conn.close(CLOSE_UNAUTHORIZED, reason)
+        else:
+            log.warning("ignored a backplane event of unknown kind %r from %s", kind, origin)
+
+    def connected(self) -> None:
+        """The backplane (re)subscribed: whatever was published meanwhile is read from the database."""
+        self.fanout.resync()
+        self.presence.connected()
 
     def _notify_room(self, room_id: str, obj: dict[str, object]) -> None:
         frame = text_frame(obj)
@@ -234,19 +280,26 @@ class Chat:
         # is queued: then nothing falls between history and live, and deliver() drops repeats.
         conn.pending[room_id] = []
         self.registry.subscribe(room_id, conn)
+        self.fanout.watch(room_id)
         try:
             page, truncated, names = self._db.run(self._replay, room_id, username, since)
+            self.fanout.baseline(room_id, page.last_seq)
+            last = self._catch_up(conn, room_id, page)
         except BaseException:
             conn.pending.pop(room_id, None)
             self.registry.unsubscribe(room_id, conn)
             raise
+        if last > page.last_seq:
+            kept = fit_bytes(page.messages, self._settings.REPLAY_MAX_BYTES)
+            truncated = truncated or len(kept) < len(page.messages)
+            page.messages = kept
         held = conn.pending.pop(room_id)
-        conn.delivered[room_id] = page.last_seq
+        conn.delivered[room_id] = last
         conn.send(
             {
                 "type": "joined",
                 "room": room_id,
-                "last_seq": page.last_seq,
+                "last_seq": last,
                 "history": page.messages,
                 "members": self._member_sample(names),
                 "member_count": len(names),
@@ -257,10 +310,31 @@ class Chat:
             conn.deliver(room_id, seq, frame, cork=True)
         conn.flush()
 
+    def _catch_up(self, conn: Connection, room_id: str, page: store.Page) -> int:
+        """Add to the history what this worker passed on to the room since the read began.
+
+        Usually the held-back list already starts right after the history. It may not
+        when another join set the room's position past this read (two first joins at
+        once); then the messages in between are read again, so none falls between.
+        """
+        last = page.last_seq
+        while True:
+            held = conn.pending[room_id]
+            first = held[0][0] if held else (self.fanout.position(room_id) or 0) + 1
+            if first <= last + 1:
+                return last
+            extra = self._db.run(
+                store.messages_between, room_id, last, first, self._settings.REPLAY_MAX_MESSAGES
+            )
+            if not extra:
+                return last  # gone (retention, deletion): nothing left to add
+            page.messages.extend(extra)
+            last = extra[-1]["seq"]  # type: ignore[assignment]
+
     def _member_sample(self, names: list[str]) -> list[dict[str, object]]:
         """Up to JOINED_MAX_MEMBERS members, online ones first: a joined frame must stay small."""
-        online = [n for n in names if self.registry.is_online(n)]
-        offline = [n for n in names if not self.registry.is_online(n)]
+        online = [n for n in names if self.presence.is_online(n)]
+        offline = [n for n in names if not self.presence.is_online(n)]
         picked = (online + offline)[: self._settings.JOINED_MAX_MEMBERS]
         return [{"username": n, "status": self.presence.status(n)} for n in picked]
 
@@ -298,14 +372,11 @@ class Chat:
                 conn.send(error_frame(stored.error.with_extra(**echo)))
             else:
                 assert stored.message is not None
-                conn.send(
-                    {
-                        "type": "ack",
-                        "room": room_id,
-                        "client_msg_id": client_msg_id,
-                        "seq": stored.message["seq"],
-                    }
-                )
+                seq: int = stored.message["seq"]  # type: ignore[assignment]
+                ack = {"type": "ack", "room": room_id, "client_msg_id": client_msg_id, "seq": seq}
+                # The ack follows the message frame, even when an earlier message from
+                # another worker holds this one back for a moment.
+                self.fanout.when_passed(room_id, seq, lambda: conn.send(ack))
 
         self.writer.submit(
             store.Draft(room_id, conn.username, body, client_msg_id, self._clock()), done
@@ -320,10 +391,7 @@ class Chat:
         if now - self._typing.get(key, 0.0) < self._settings.TYPING_INTERVAL_S:
             return  # typing is a hint: extra ones are dropped, not refused
         self._typing[key] = now
-        frame = text_frame({"type": "typing", "room": room_id, "user": conn.username})
-        for other in self.registry.subscribers(room_id):
-            if other.username != conn.username:
-                other.push(frame)
+        self.backplane.emit({"k": "typing", "r": room_id, "u": conn.username})
 
     def prune(self, now: float) -> None:
         """Forget rate-limit and typing state that no longer matters."""
@@ -332,12 +400,9 @@ class Chat:
         for key in [k for k, t in self._typing.items() if t < horizon]:
             del self._typing[key]
 
-    def close_session(self, session: str, code: int, reason: str) -> int:
-        conns = self.registry.connections_of_session(session)
-        for conn in conns:
-            conn.send(error_frame(ChatError(401, "unauthorized", reason)))
-            conn.close(code, reason)
-        return len(conns)
+    def close_session(self, session: str, reason: str) -> None:
+        """Close the session's sockets with 4001 on every worker (logout)."""
+        self.backplane.emit({"k": "logout", "s": session, "why": reason})
 
     def close_all(self, code: int, reason: str) -> list[Connection]:
         conns = self.registry.connections()

@@ -22,6 +22,13 @@ class Settings:
     HOST: str = "127.0.0.1"
     PORT: int = 8000
     DATABASE_URL: str = DEFAULT_DATABASE_URL
+    # Empty: one worker, no backplane. redis://host:port/db: several workers share rooms.
+    REDIS_URL: str = ""
+    BACKPLANE_CHANNEL: str = "greenroom"
+    HEARTBEAT_S: float = 2.0
+    WORKER_TIMEOUT_S: float = 10.0
+    GAP_WAIT_S: float = 0.5
+    CLAIM_WAIT_S: float = 20.0
 
     PRESENCE_TIMEOUT_S: float = 60.0
     PING_INTERVAL_S: float = 20.0
@@ -64,7 +71,7 @@ class Settings:
 
 
 # Read under their usual names, without the GREENROOM_ prefix.
-_PLAIN_NAMES = {"HOST", "PORT", "DATABASE_URL"}
+_PLAIN_NAMES = {"HOST", "PORT", "DATABASE_URL", "REDIS_URL"}
 
 
 def env_name(field: str) -> str:
@@ -110,3 +117,12 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GREENROOM_REPLAY_MAX_BYTES exceeds GREENROOM_OUTBOX_MAX_BYTES")
     if not settings.DATABASE_URL.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise SettingsError("DATABASE_URL must be sqlite:///path or postgresql://...")
+    if settings.REDIS_URL and not settings.REDIS_URL.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise SettingsError("REDIS_URL must be redis://host:port/db, rediss://... or unix://...")
+    if settings.WORKER_TIMEOUT_S <= 2 * settings.HEARTBEAT_S:
+        raise SettingsError(
+            "GREENROOM_WORKER_TIMEOUT_S must exceed twice GREENROOM_HEARTBEAT_S, or live workers "
+            "would be taken for dead"
+        )

@@ -260,17 +260,21 @@ class Stored:
 
 def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> list[Stored]:
     """Store a batch in one transaction: one commit for many messages (group commit)."""
-    results: list[Stored] = []
+    results: list[Stored] = [Stored()] * len(drafts)
     touched: dict[str, int] = {}  # room id -> last seq after this batch
-    for d in drafts:
+    # Rooms are locked (by the seq UPDATE) in one order, room id, on every worker: two
+    # workers' batches over the same rooms then never deadlock. The sort is stable, so
+    # each room's messages keep the order they were sent in.
+    for i in sorted(range(len(drafts)), key=lambda i: drafts[i].room):
+        d = drafts[i]
         # A savepoint per draft: one that fails unexpectedly must not sink the others.
         conn.execute("SAVEPOINT draft")
         try:
-            results.append(_store_one(conn, d, touched))
+            results[i] = _store_one(conn, d, touched)
         except (*DatabaseError, ValueError):
             log.exception("storing a message in room %s failed", d.room)
             conn.execute("ROLLBACK TO draft")
-            results.append(Stored(error=ChatError(503, "unavailable", "Not stored: try again.")))
+            results[i] = Stored(error=ChatError(503, "unavailable", "Not stored: try again."))
         conn.execute("RELEASE draft")
     for room_id, last_seq in touched.items():
         conn.execute(
@@ -333,6 +337,17 @@ def _bounds(conn: sqlite3.Connection, room_id: str, last_seq: int) -> int:
         0
     ]
     return last_seq + 1 if first is None else first
+
+
+def messages_between(
+    conn: sqlite3.Connection, room_id: str, after: int, before: int | None, limit: int
+) -> list[dict[str, object]]:
+    """Stored messages with after < seq < before, oldest first (no access check: for live delivery)."""
+    rows = conn.execute(
+        "SELECT * FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+        (room_id, after, before if before is not None else 2**62, limit),
+    ).fetchall()
+    return [message_row(r) for r in rows]
 
 
 def read_page(

@@ -91,6 +91,74 @@ def drop_postgres_schemas() -> None:
 
 _schemas: list[str] = []
 
+REDIS_URL = os.environ.get("GREENROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# The backplane's timers, short enough that no cluster test waits long.
+CLUSTER_SETTINGS = {
+    "GREENROOM_HEARTBEAT_S": "0.2",
+    "GREENROOM_WORKER_TIMEOUT_S": "1.5",
+    "GREENROOM_GAP_WAIT_S": "0.2",
+    "GREENROOM_CLAIM_WAIT_S": "1",
+}
+
+
+def redis_unavailable() -> str | None:
+    """Why Redis cannot be used for tests, or None when it can."""
+    try:
+        with socket.create_connection(_redis_address(), timeout=3) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+        if not reply.startswith(b"+PONG"):
+            return f"Redis at {REDIS_URL} answered {reply!r} to PING"
+    except OSError as exc:
+        return f"Redis not reachable at {REDIS_URL}: {exc}"
+    return None
+
+
+def _redis_address() -> tuple[str, int]:
+    m = re.match(r"redis://([^:/]+):(\d+)", REDIS_URL)
+    return (m.group(1), int(m.group(2))) if m else ("127.0.0.1", 6379)
+
+
+class Cluster:
+    """Several `python app.py` processes on one PostgreSQL schema and one Redis channel."""
+
+    def __init__(self, workdir: Path, size: int, env: dict[str, str] | None = None) -> None:
+        url = new_postgres_schema()
+        self.channel = f"greenroom-test-{os.getpid()}-{secrets.token_hex(4)}"
+        self.env = {
+            "DATABASE_URL": url,
+            "REDIS_URL": REDIS_URL,
+            "GREENROOM_BACKPLANE_CHANNEL": self.channel,
+            **CLUSTER_SETTINGS,
+            **(env or {}),
+        }
+        self.workdir = workdir
+        self._made = itertools.count()
+        self.servers = [self.add() for _ in range(size)]
+
+    def add(self) -> ServerProcess:
+        """One more process of the cluster (not started)."""
+        return ServerProcess(self.workdir / f"node{next(self._made)}", dict(self.env))
+
+    def start(self) -> Cluster:
+        for server in self.servers:
+            server.start()
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            try:
+                server.stop()
+            except Exception:
+                server.kill()
+
+    def __getitem__(self, i: int) -> ServerProcess:
+        return self.servers[i]
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
 
 class ServerProcess:
     """`python app.py` on a free loopback port with its own database (SQLite file or PG schema)."""

@@ -85,11 +85,13 @@ def test_procfile_command_serves_chat_and_stops_on_sigterm(gunicorn: ServerProce
 
 
 def test_procfile_command_with_two_workers_refuses_to_start(tmp_path: Path) -> None:
-    """Several workers would split rooms between processes, so gunicorn stops at once with why."""
-    command = procfile_web_command().replace("-w 1", "-w 2")
-    assert "-w 2" in command
+    """Without the backplane several workers would split rooms, so gunicorn stops at once with why."""
+    command = procfile_web_command()
+    assert "-w ${WEB_CONCURRENCY:-1}" in command
     env = {
         **os.environ,
+        "WEB_CONCURRENCY": "2",
+        "REDIS_URL": "",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "HOST": "127.0.0.1",
         "PORT": str(free_port()),
@@ -106,4 +108,5 @@ def test_procfile_command_with_two_workers_refuses_to_start(tmp_path: Path) -> N
     )
     assert done.returncode != 0
     assert "refusing to start 2 workers" in done.stderr
+    assert "REDIS_URL" in done.stderr and "DATABASE_URL=postgresql" in done.stderr
     assert "Traceback" not in done.stderr
