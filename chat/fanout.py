@@ -249,5 +249,12 @@ class Fanout:
             except Exception:
                 log.exception("a delivery callback failed")
 
+    def prune(self) -> int:
+        """Forget the feeds of rooms nobody here follows any more (a quiet room never drops its own)."""
+        idle = [r for r in self._feeds if not self._registry.has_subscribers(r)]
+        for room in idle:
+            self._drop(room)
+        return len(idle)
+
     def __len__(self) -> int:
         return len(self._feeds)

@@ -396,6 +396,7 @@ class Chat:
     def prune(self, now: float) -> None:
         """Forget rate-limit and typing state that no longer matters."""
         self.send_limits.prune(now)
+        self.fanout.prune()
         horizon = now - self._settings.TYPING_INTERVAL_S
         for key in [k for k, t in self._typing.items() if t < horizon]:
             del self._typing[key]
