@@ -30,13 +30,14 @@ FILL_PAGE = 500
 
 
 class _Feed:
-    __slots__ = ("position", "held", "gap_since", "filling", "waiters")
+    __slots__ = ("position", "held", "gap_since", "filling", "refill", "waiters")
 
     def __init__(self, position: int | None) -> None:
         self.position = position  # the last seq passed on; None until a join's read sets it
         self.held: dict[int, bytes] = {}  # seq -> frame, arrived ahead of a gap
         self.gap_since: float | None = None
         self.filling = False
+        self.refill = False  # a catch-up was asked for while a fill ran: run it after
         self.waiters: list[tuple[int, Callable[[], None]]] = []
 
 
@@ -169,8 +170,12 @@ class Fanout:
                 self._schedule(0, lambda room=room, feed=feed: self._refill(room, feed, None))
 
     def _refill(self, room: str, feed: _Feed, before: int | None) -> None:
-        if self._feeds.get(room) is feed and not feed.filling:
-            self._fill(room, feed, before)
+        if self._feeds.get(room) is not feed:
+            return
+        if feed.filling:
+            feed.refill = True
+            return
+        self._fill(room, feed, before)
 
     def _fill(self, room: str, feed: _Feed, before: int | None) -> None:
         feed.filling = True
@@ -214,6 +219,9 @@ class Fanout:
                 self._schedule(self._gap_wait_s, lambda: self.check(room))
         finally:
             feed.filling = False
+            if feed.refill:
+                feed.refill = False
+                self._schedule(0, lambda: self._refill(room, feed, None))
 
     # ---- output -------------------------------------------------------------
 
