@@ -192,6 +192,7 @@ class RedisBackplane(LocalBackplane):
 
     def _publish_loop(self) -> None:
         delay = 0.05
+        failing_since: float | None = None
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -204,10 +205,18 @@ class RedisBackplane(LocalBackplane):
                         pipe.publish(self._channel, payload)
                     pipe.execute()
                     delay = 0.05
+                    if failing_since is not None:
+                        log.warning(
+                            "backplane: publishing again after %.1f s",
+                            time.monotonic() - failing_since,
+                        )
+                        failing_since = None
                 except self._errors as exc:
                     # Put them back in order, and try again: late beats lost.
                     self._backlog.extendleft(reversed(batch))
-                    log.warning("backplane: publish failed (%s); retrying in %.2f s", exc, delay)
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.warning("backplane: publish failed (%s); keeping and retrying", exc)
                     gevent.sleep(delay)
                     delay = min(delay * 2, 1.0)
 
