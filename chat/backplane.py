@@ -71,6 +71,8 @@ def decode(data: bytes) -> tuple[str, str, Items | dict[str, Any]]:
     while pos < len(body):
         end = body.index(b"\n", pos)
         room, seq, size = body[pos:end].split(b" ")
+        if not seq.isdigit() or not size.isdigit():
+            raise ValueError("seq and length are whole numbers")
         start = end + 1
         stop = start + int(size)
         if stop > len(body):

@@ -15,6 +15,7 @@ subscribers has no feed, and its messages are ignored here.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -30,12 +31,13 @@ FILL_PAGE = 500
 
 
 class _Feed:
-    __slots__ = ("position", "held", "gap_since", "filling", "refill", "waiters")
+    __slots__ = ("position", "held", "gap", "gap_since", "filling", "refill", "waiters")
 
     def __init__(self, position: int | None) -> None:
         self.position = position  # the last seq passed on; None until a join's read sets it
         self.held: dict[int, bytes] = {}  # seq -> frame, arrived ahead of a gap
-        self.gap_since: float | None = None
+        self.gap: int | None = None  # the armed gap timer's token
+        self.gap_since = 0.0
         self.filling = False
         self.refill = False  # a catch-up was asked for while a fill ran: run it after
         self.waiters: list[tuple[int, Callable[[], None]]] = []
@@ -58,6 +60,7 @@ class Fanout:
         self._clock = clock
         self._schedule = schedule or (lambda delay, fn: gevent.spawn_later(delay, fn))
         self._feeds: dict[str, _Feed] = {}
+        self._tokens = itertools.count(1)
         self.filled = 0  # messages read from the database to close gaps (for logs and tests)
 
     # ---- input ------------------------------------------------------------
@@ -95,7 +98,7 @@ class Fanout:
         """Pass on held messages that now follow the position; note a gap that remains."""
         assert feed.position is not None
         if not feed.held:
-            feed.gap_since = None
+            feed.gap = None
             return
         for seq in [s for s in feed.held if s <= feed.position]:
             del feed.held[seq]
@@ -105,14 +108,15 @@ class Fanout:
             out.append((room, feed.position, frame))
             advanced = True
         if advanced or not feed.held:
-            feed.gap_since = None  # that gap closed; a later one gets its own full wait
+            feed.gap = None  # that gap closed; a later one gets its own full wait
         if feed.held:
             self._gap_opened(room, feed)
 
     def _gap_opened(self, room: str, feed: _Feed) -> None:
-        if feed.gap_since is None:
-            opened = feed.gap_since = self._clock()
-            self._schedule(self._gap_wait_s, lambda: self.check(room, opened))
+        if feed.gap is None:
+            token = feed.gap = next(self._tokens)
+            feed.gap_since = self._clock()
+            self._schedule(self._gap_wait_s, lambda: self.check(room, token))
 
     # ---- joins --------------------------------------------------------------
 
@@ -154,13 +158,19 @@ class Fanout:
 
     # ---- gaps ---------------------------------------------------------------
 
-    def check(self, room: str, opened: float | None = None) -> None:
-        """The gap timer: if the room still waits for the gap opened then, read it from the database."""
+    def check(self, room: str, token: int | None = None) -> None:
+        """The gap timer: if the room still waits for that gap, read what is missing from the database."""
         feed = self._feeds.get(room)
         if feed is None or feed.filling or not feed.held or feed.position is None:
             return
-        if opened is not None and feed.gap_since != opened:
+        if token is not None and feed.gap != token:
             return  # that gap closed; a newer one has its own timer
+        log.info(
+            "room %s: seq %d still missing after %.2f s; reading it from the database",
+            room,
+            feed.position + 1,
+            self._clock() - feed.gap_since,
+        )
         self._fill(room, feed, min(feed.held))
 
     def resync(self) -> None:
@@ -179,8 +189,11 @@ class Fanout:
 
     def _fill(self, room: str, feed: _Feed, before: int | None) -> None:
         feed.filling = True
+        token = feed.gap
         try:
             while feed.position is not None and self._feeds.get(room) is feed:
+                if before is not None and feed.position + 1 >= before:
+                    break
                 after = feed.position
                 rows = self._fetch(room, after, before, FILL_PAGE)
                 if self._feeds.get(room) is not feed or feed.position is None:
@@ -209,8 +222,12 @@ class Fanout:
                         out.append((room, seq, frame))
                 self._drain(room, feed, out)
                 self._emit(out)
-                if before is not None or len(rows) < FILL_PAGE:
-                    return
+                if len(rows) < FILL_PAGE:
+                    break
+            if self._feeds.get(room) is feed and feed.held and feed.gap == token:
+                # A gap remains whose timer has already fired: it gets a wait of its own.
+                feed.gap = None
+                self._gap_opened(room, feed)
         except Exception:
             log.exception("reading missed messages of room %s failed; trying again", room)
             if before is None:

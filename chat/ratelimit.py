@@ -91,7 +91,7 @@ class SharedRateLimiter(RateLimiter):
         self._errors = (redis.RedisError, OSError)
         self._prefix = prefix
         self._script = client.register_script(_BUCKET_LUA)
-        self._warned_at = 0.0
+        self._warned_at = float("-inf")
 
     def _shared(self, mode: str, key: str, now: float) -> float | None:
         try:

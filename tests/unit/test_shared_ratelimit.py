@@ -1,0 +1,138 @@
+"""SharedRateLimiter against a real Redis: buckets shared by workers, and the per-worker fallback.
+
+Each test uses its own random key prefix and deletes its keys afterwards. Without
+Redis these tests are skipped, unless GREENROOM_REQUIRE_SERVICES is set (as in CI),
+when they fail. The fallback test needs no Redis: it points at a closed port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from chat.ratelimit import SharedRateLimiter
+from tests.support import REDIS_URL, redis_unavailable
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[redis.Redis]:
+    reason = redis_unavailable()
+    if reason is not None:
+        if os.environ.get("GREENROOM_REQUIRE_SERVICES"):
+            pytest.fail(f"{reason} (GREENROOM_REQUIRE_SERVICES is set, as in CI)")
+        pytest.skip(reason)
+    conn = redis.Redis.from_url(REDIS_URL)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    """A key prefix no other test (or run) uses; its keys are deleted afterwards."""
+    value = f"greenroom-test:{os.getpid()}:{secrets.token_hex(6)}:"
+    yield value
+    keys = list(client.scan_iter(match=value + "*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_burst_then_refusal(client: redis.Redis, prefix: str) -> None:
+    """`burst` takes succeed at once; the next is refused with a wait in (0, 1/rate]."""
+    lim = SharedRateLimiter(client, prefix, rate_per_s=1.0, burst=3)
+    assert [lim.acquire("alice", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = lim.acquire("alice", 0.0)
+    assert 0.0 < wait <= 1.0
+    assert lim.acquire("bob", 0.0) == 0.0  # keys are independent
+    # The bucket lives in Redis under the prefix, with an expiry; nothing is kept in memory.
+    assert client.exists(prefix + "alice") == 1
+    assert 0 < client.pttl(prefix + "alice") <= 3 * 1000 + 1000
+    assert len(lim) == 0
+
+
+def test_two_workers_share_one_bucket(client: redis.Redis, prefix: str) -> None:
+    """Two limiters with the same prefix (two workers) draw from the same tokens."""
+    w1 = SharedRateLimiter(client, prefix, rate_per_s=0.5, burst=3)
+    w2 = SharedRateLimiter(client, prefix, rate_per_s=0.5, burst=3)
+    assert w1.acquire("alice", 0.0) == 0.0
+    assert w2.acquire("alice", 0.0) == 0.0
+    assert w1.acquire("alice", 0.0) == 0.0
+    assert w2.acquire("alice", 0.0) > 0
+    assert w1.acquire("alice", 0.0) > 0
+    assert w1.wait_time("alice", 0.0) > 0 and w2.wait_time("alice", 0.0) > 0
+
+
+def test_other_prefixes_have_their_own_buckets(client: redis.Redis, prefix: str) -> None:
+    """Send and login limits (different prefixes) never share tokens."""
+    send = SharedRateLimiter(client, prefix + "send:", rate_per_s=0.5, burst=1)
+    login = SharedRateLimiter(client, prefix + "login:", rate_per_s=0.5, burst=1)
+    assert send.acquire("alice", 0.0) == 0.0
+    assert send.acquire("alice", 0.0) > 0
+    assert login.acquire("alice", 0.0) == 0.0
+
+
+def test_charge_counts_even_when_empty(client: redis.Redis, prefix: str) -> None:
+    """Each charge takes a token (failed logins); an empty bucket stays empty, not negative."""
+    lim = SharedRateLimiter(client, prefix, rate_per_s=1 / 60, burst=2)
+    lim.charge("bob", 0.0)
+    assert lim.wait_time("bob", 0.0) == 0.0
+    lim.charge("bob", 0.0)
+    assert 59.0 < lim.wait_time("bob", 0.0) <= 60.0
+    lim.charge("bob", 0.0)  # a third failure: still one token's wait, not two
+    assert 59.0 < lim.wait_time("bob", 0.0) <= 60.0
+    assert lim.acquire("bob", 0.0) > 0
+
+
+def test_wait_time_peeks_without_taking(client: redis.Redis, prefix: str) -> None:
+    """wait_time() neither takes a token nor creates the bucket."""
+    lim = SharedRateLimiter(client, prefix, rate_per_s=0.5, burst=1)
+    assert [lim.wait_time("carol", 0.0) for _ in range(5)] == [0.0] * 5
+    assert client.exists(prefix + "carol") == 0
+    assert lim.acquire("carol", 0.0) == 0.0
+    first = lim.wait_time("carol", 0.0)
+    assert 0.0 < first <= 2.0
+    assert 0.0 < lim.wait_time("carol", 0.0) <= first  # peeking again took nothing
+
+
+def test_tokens_come_back_over_real_time(client: redis.Redis, prefix: str) -> None:
+    """At 50 per second an emptied bucket has a token again within moments (Redis's own clock)."""
+    lim = SharedRateLimiter(client, prefix, rate_per_s=50.0, burst=1)
+    assert lim.acquire("dave", 0.0) == 0.0
+    wait = lim.acquire("dave", 0.0)
+    assert 0.0 < wait <= 1 / 50
+    deadline = time.monotonic() + 2.0
+    while (wait := lim.acquire("dave", 0.0)) > 0:
+        assert time.monotonic() < deadline, "no token came back within 2 s"
+        time.sleep(0.01)
+    assert wait == 0.0
+
+
+def test_unreachable_redis_falls_back_to_per_worker_buckets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With Redis down the limiter still limits, from memory with the caller's clock, and warns."""
+    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    try:
+        lim = SharedRateLimiter(down, "greenroom-test:", rate_per_s=1.0, burst=2)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="chat.ratelimit"):
+            assert lim.wait_time("alice", 1000.0) == 0.0
+            assert lim.acquire("alice", 1000.0) == 0.0
+            assert lim.acquire("alice", 1000.0) == 0.0
+            assert lim.acquire("alice", 1000.0) == 1.0
+            assert lim.wait_time("alice", 1000.0) == 1.0
+            assert lim.acquire("alice", 1001.0) == 0.0
+            lim.charge("bob", 1001.0)
+            lim.charge("bob", 1001.0)
+            assert lim.wait_time("bob", 1001.0) == 1.0
+        assert time.monotonic() - started < 3.0
+        assert len(lim) == 2  # the in-memory buckets
+        warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+        assert len(warnings) == 1  # once, not once per call
+    finally:
+        down.close()
