@@ -71,8 +71,12 @@ class Auth:
         self._settings = settings
         self._clock = clock
         # Failed logins per username|address; shared through Redis when there are several workers.
-        self._failures = failures or RateLimiter(
-            settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S, settings.LOGIN_MAX_FAILURES
+        self._failures = (
+            failures
+            if failures is not None
+            else RateLimiter(
+                settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S, settings.LOGIN_MAX_FAILURES
+            )
         )
         self.live_sessions: Callable[[], Collection[str]] = frozenset
         # Writing last_active on every request would put a commit on every call.

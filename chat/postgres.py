@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import gevent.queue
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from chat.database import SCHEMA as SQLITE_SCHEMA
 
@@ -116,7 +117,10 @@ class PostgresDatabase:
             healthy = False
             raise
         finally:
-            if healthy and not conn.closed:
+            # A greenlet killed mid-query (GreenletExit) leaves the connection busy: only
+            # an idle one, outside any transaction, may serve the next caller.
+            idle = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+            if healthy and idle:
                 self._idle.put(conn)
             else:
                 self._open -= 1

@@ -141,6 +141,13 @@ class Cluster:
         """One more process of the cluster (not started)."""
         return ServerProcess(self.workdir / f"node{next(self._made)}", dict(self.env))
 
+    def spare(self, **env: str) -> ServerProcess:
+        """One more process with these env overrides (not started); `stop()` stops it with the rest."""
+        server = self.add()
+        server.env.update(env)
+        self.servers.append(server)
+        return server
+
     def start(self) -> Cluster:
         for server in self.servers:
             server.start()

@@ -55,7 +55,7 @@ def gunicorn(tmp_path: Path) -> Iterator[ServerProcess]:
     def up() -> bool:
         try:
             return requests.get(f"{server.url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or a worker still booting under load
             assert proc.poll() is None, server.log()
             return False
 
