@@ -64,13 +64,15 @@ class Presence:
 
     def came_online(self, username: str) -> None:
         """The user's first connection on this worker opened."""
-        self._db.run(user_store.set_last_seen, username, self._clock())
+        # The map changes first, before anything yields: whoever got `ready` and asks at
+        # once must already see the user online.
         self._backplane.emit({"k": "online", "u": username})
+        self._db.run(user_store.set_last_seen, username, self._clock())
 
     def went_offline(self, username: str) -> None:
         """The user's last connection on this worker closed."""
-        self._db.run(user_store.set_last_seen, username, self._clock())
         self._backplane.emit({"k": "offline", "u": username})
+        self._db.run(user_store.set_last_seen, username, self._clock())
 
     def session_ended(self, session: str) -> None:
         """The session's last connection closed: its idle clock starts now."""
