@@ -20,6 +20,14 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from chat.database import SCHEMA as SQLITE_SCHEMA
+from chat.store import (
+    Draft,
+    Stored,
+    client_msg_id_reused,
+    message_row,
+    not_a_member,
+    room_not_found,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,11 +51,39 @@ class Row(tuple):  # type: ignore[type-arg]
         return list(self.names)
 
 
-def row_factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:
-    names = {d.name: i for i, d in enumerate(cursor.description or ())}
-    cls = type("PgRow", (Row,), {"names": names})
-    return lambda values: cls(values)
+_row_classes: dict[tuple[str, ...], type[Row]] = {}
 
+
+def row_factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:
+    key = tuple(d.name for d in cursor.description or ())
+    cls = _row_classes.get(key)
+    if cls is None:
+        # One class per column list, made once: type() per query cost more than the query.
+        names = {name: i for i, name in enumerate(key)}
+        cls = _row_classes[key] = type("PgRow", (Row,), {"names": names})
+    return cls
+
+
+# One message in one statement: the idempotency check, the membership check, the seq
+# taken under the room row's lock, and the insert. It returns the stored message
+# (dup false), or the earlier one with the same client_msg_id (dup true), or nothing
+# when the room is gone or the sender is not a member.
+STORE_ONE = """
+WITH dup AS (
+    SELECT room_id, seq, username, body, ts, client_msg_id FROM messages
+    WHERE %(c)s::text IS NOT NULL AND username = %(u)s AND client_msg_id = %(c)s
+), bump AS (
+    UPDATE rooms SET last_seq = last_seq + 1
+    WHERE id = %(r)s AND NOT EXISTS (SELECT 1 FROM dup)
+      AND EXISTS (SELECT 1 FROM members WHERE room_id = %(r)s AND username = %(u)s)
+    RETURNING last_seq
+), ins AS (
+    INSERT INTO messages (room_id, seq, username, body, ts, client_msg_id)
+    SELECT %(r)s, last_seq, %(u)s, %(b)s, %(t)s, %(c)s FROM bump
+    RETURNING room_id, seq, username, body, ts, client_msg_id
+)
+SELECT false AS dup, * FROM ins UNION ALL SELECT true AS dup, * FROM dup
+"""
 
 _translated: dict[str, str] = {}
 
@@ -79,6 +115,63 @@ class PgConn:
         if seq:
             cur.executemany(translate(sql), seq)  # type: ignore[arg-type]
         return cur
+
+    def store_messages(self, drafts: list[Draft], keep: int) -> list[Stored] | None:
+        """chat.store.store_messages in one round trip: every draft's statements pipelined.
+
+        Each draft is one statement (STORE_ONE). Any error drops back to the savepoint
+        and returns None, and the caller stores the batch draft by draft instead.
+        """
+        conn = self._conn
+        order = sorted(range(len(drafts)), key=lambda i: drafts[i].room)  # lock order
+        try:
+            with conn.pipeline():
+                conn.execute("SAVEPOINT batch")
+                cursors = [
+                    conn.execute(
+                        STORE_ONE,
+                        {
+                            "r": drafts[i].room,
+                            "u": drafts[i].user,
+                            "b": drafts[i].body,
+                            "t": drafts[i].ts,
+                            "c": drafts[i].client_msg_id,
+                        },
+                    )
+                    for i in order
+                ]
+            rows = [cur.fetchall() for cur in cursors]
+        except psycopg.Error as exc:
+            log.info("pipelined batch of %d failed (%s); storing one by one", len(drafts), exc)
+            conn.execute("ROLLBACK TO SAVEPOINT batch")
+            return None
+        results: list[Stored] = [Stored()] * len(drafts)
+        touched: dict[str, int] = {}
+        for i, found in zip(order, rows, strict=True):
+            d = drafts[i]
+            if not found:
+                # Not stored: say why (rare, so a query of its own is fine).
+                room = conn.execute("SELECT 1 FROM rooms WHERE id = %s", (d.room,)).fetchone()
+                results[i] = Stored(
+                    error=room_not_found(d.room) if room is None else not_a_member(d.room)
+                )
+                continue
+            row = found[0]
+            message = message_row(row)
+            if not row["dup"]:
+                touched[d.room] = row["seq"]
+                results[i] = Stored(message=message)
+            elif row["room_id"] != d.room:
+                results[i] = Stored(error=client_msg_id_reused())
+            else:
+                results[i] = Stored(message=message, duplicate=True)
+        with conn.pipeline():
+            for room_id, last_seq in touched.items():
+                conn.execute(
+                    "DELETE FROM messages WHERE room_id = %s AND seq <= %s",
+                    (room_id, last_seq - keep),
+                )
+        return results
 
 
 class PostgresDatabase:
