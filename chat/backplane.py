@@ -41,6 +41,7 @@ Hook = Callable[[], None]
 # (other workers still find those messages by seq, from the database).
 MAX_BACKLOG = 100_000
 PUBLISH_BATCH = 256
+POOL_SIZE = 32  # Redis command connections per worker (rate limits, publishing)
 
 
 def encode_messages(origin: str, items: Items) -> bytes:
@@ -133,7 +134,12 @@ class RedisBackplane(LocalBackplane):
 
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         options = {"socket_connect_timeout": 2.0, "socket_timeout": max(5.0, 3 * heartbeat_s)}
-        self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
+        # Greenlets wait for a free connection instead of failing: redis-py's default pool
+        # refuses the 101st concurrent caller ("Too many connections").
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=5.0, retry=Retry(NoBackoff(), 1), **options
+        )
+        self.client = redis.Redis(connection_pool=pool)
         # The subscriber must see every disconnection (to catch up), so it never retries silently.
         self._sub_client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         self._channel = channel
