@@ -11,6 +11,7 @@ import click
 import gevent
 
 from bench import report
+from bench import scaleout as scaleout_mod
 from bench.procstat import rss_kib
 from bench.scenarios import Result, close_rooms, drive, open_rooms
 from bench.targets import TARGETS, Target, raise_nofile
@@ -48,20 +49,70 @@ def _setup_loadgen() -> None:
     help="Repeats per fixed-rate scenario; the median is reported (default 3, 1 with --quick).",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=RESULTS, show_default=True)
-def main(quick: bool, servers: str, idle_conns: int | None, repeats: int | None, out: Path) -> None:
+@click.option(
+    "--scaleout",
+    is_flag=True,
+    help="Run only the scale-out comparison instead: (a) 1 worker on SQLite, (p) 1 worker on "
+    "PostgreSQL, (b) 1 worker on PostgreSQL + Redis, (c) 2 workers on PostgreSQL + Redis, on "
+    "the same many-rooms scenario (--quick: one repeat, shorter steps).",
+)
+@click.option(
+    "--variants",
+    default="a,p,b,c",
+    show_default=True,
+    help="With --scaleout: which variants to run (p: 1 worker on PostgreSQL without Redis, "
+    "which splits the backplane's cost into PostgreSQL's and Redis's).",
+)
+@click.option(
+    "--postgres-url",
+    envvar="BENCH_POSTGRES_URL",
+    default="postgresql://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    help="With --scaleout: the database in which each run gets its own schema (dropped after).",
+)
+@click.option(
+    "--redis-url",
+    envvar="BENCH_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="With --scaleout: the Redis for the backplane (each run gets its own channel).",
+)
+def main(
+    quick: bool,
+    servers: str,
+    idle_conns: int | None,
+    repeats: int | None,
+    out: Path,
+    scaleout: bool,
+    variants: str,
+    postgres_url: str,
+    redis_url: str,
+) -> None:
     """Benchmark Greenroom against Flask-SocketIO and a plain websockets broadcast server.
 
     Each server runs as its own process pinned to CPU 0; this load generator runs on
     CPU 1. Reports delivered messages/s, latency p50/p99/max, lost and duplicated
     messages, server CPU µs per delivery, RSS per connection, and ratios to the baselines.
 
+    With --scaleout, only the scale-out comparison runs instead (bench/scaleout.py):
+    Greenroom on 1 worker against 2 workers sharing rooms through PostgreSQL and the
+    Redis backplane; the 2 workers may use both CPUs.
+
     \b
     Examples:
       make bench
       python -m bench --quick
       python -m bench --servers greenroom --idle 20000
+      python -m bench --scaleout [--quick]
     """
     _setup_loadgen()
+    if scaleout:
+        keys = tuple(v.strip() for v in variants.split(",") if v.strip())
+        unknown_variants = set(keys) - set(scaleout_mod.VARIANTS)
+        if unknown_variants or not keys:
+            raise click.UsageError(f"unknown variants: {', '.join(sorted(unknown_variants))}")
+        run_scaleout(quick, repeats, out, keys, postgres_url, redis_url)
+        return
     names = [s.strip() for s in servers.split(",") if s.strip()]
     unknown = set(names) - set(TARGETS)
     if unknown:
@@ -92,6 +143,33 @@ def main(quick: bool, servers: str, idle_conns: int | None, repeats: int | None,
     click.echo(report.ratios(results))
     click.echo(f"\nmachine: {report.machine()}")
     click.echo(f"wrote {json_path} and {png_path} in {time.monotonic() - started:.0f} s")
+
+
+def run_scaleout(
+    quick: bool,
+    repeats: int | None,
+    out: Path,
+    variants: tuple[str, ...],
+    postgres_url: str,
+    redis_url: str,
+) -> None:
+    """The scale-out comparison (bench/scaleout.py): run, print the tables, write the JSON."""
+    config = scaleout_mod.Config(
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        repeats=repeats or (1 if quick else 3),
+        step_s=2.0 if quick else 5.0,
+        refine=1 if quick else 2,
+        variants=variants,
+    )
+    started = time.monotonic()
+    runs = scaleout_mod.run(config, say)
+    summary = scaleout_mod.summaries(runs, variants)
+    ratios = scaleout_mod.derived(summary)
+    json_path = out / f"scaleout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    scaleout_mod.write_json(json_path, config, runs, summary, ratios, report.machine())
+    click.echo(scaleout_mod.report_text(config, runs, summary, ratios, report.machine()))
+    click.echo(f"wrote {json_path} in {time.monotonic() - started:.0f} s")
 
 
 def run_all(target: Target, repeats: int, idle_conns: int, step_s: float) -> list[Result]:

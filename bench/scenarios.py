@@ -16,7 +16,7 @@ from typing import Any
 import gevent
 import gevent.pool
 
-from bench.procstat import cpu_seconds, rss_kib
+from bench.procstat import rss_kib
 from bench.targets import Target
 from bench.wsclient import MESSAGE, Conn
 
@@ -145,7 +145,7 @@ def drive(
     total = int(rate * seconds)
     senders = [(room, conn) for room in rooms for conn in room.conns]
     per_room_sent = {room.id: 0 for room in rooms}
-    cpu0, usage0, t0 = cpu_seconds(target.pid), _usage_s(), time.perf_counter()
+    cpu0, usage0, t0 = target.cpu_seconds(), _usage_s(), time.perf_counter()
     for i in range(total):
         due = t0 + i / rate
         delay = due - time.perf_counter()
@@ -168,7 +168,7 @@ def drive(
             break
         gevent.sleep(0.02)
     elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(target.pid) - cpu0
+    cpu = target.cpu_seconds() - cpu0
     loadgen = (_usage_s() - usage0) / elapsed
     receivers = [rec for room in rooms for rec in room.receivers]
     delivered = sum(r.count for r in receivers)

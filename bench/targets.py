@@ -1,7 +1,9 @@
 """The servers under test: how to start each one pinned to CPU 0, and how a member joins and sends.
 
 Greenroom runs under its Procfile's gunicorn command (the deployment); the two
-baselines run as their small scripts in bench/baselines/.
+baselines run as their small scripts in bench/baselines/. ClusterGreenroom, for the
+scale-out comparison, runs the same command with -w N, PostgreSQL and Redis if asked,
+pinned or not.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import gevent.event
 import gevent.pool
 import requests
 
-from bench.procstat import worker_pid
+from bench.procstat import children, cpu_seconds, peers_by_pid, tree_cpu_seconds, worker_pid
 from bench.wsclient import Conn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +33,11 @@ SERVER_CPU = 0
 NOFILE = 65536
 
 
-def _pin_and_raise_limits() -> None:
-    """Runs in the child before exec: one CPU, and enough file descriptors for 20k sockets."""
+def _pin_and_raise_limits(cpus: frozenset[int] | None = frozenset({SERVER_CPU})) -> None:
+    """Runs in the child before exec: the given CPUs (None: all of them, undoing the load
+    generator's own pinning, which a child inherits), and enough file descriptors for 20k sockets."""
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
-        os.sched_setaffinity(0, {SERVER_CPU})
+        os.sched_setaffinity(0, cpus if cpus is not None else range(os.cpu_count()))  # type: ignore[arg-type]
     raise_nofile()
 
 
@@ -61,6 +64,7 @@ class Target:
 
     name = ""
     ws_path = "/ws"
+    cpus: frozenset[int] | None = frozenset({SERVER_CPU})  # None: not pinned
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
@@ -86,7 +90,7 @@ class Target:
             env=self.env(),
             stdout=log,
             stderr=log,
-            preexec_fn=_pin_and_raise_limits,
+            preexec_fn=lambda: _pin_and_raise_limits(self.cpus),
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -100,6 +104,10 @@ class Target:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start")
+
+    def cpu_seconds(self) -> float:
+        """The server CPU that drive() charges to the deliveries: the worker's, by default."""
+        return cpu_seconds(self.pid)
 
     def _ready(self) -> bool:
         import socket
@@ -233,6 +241,109 @@ class Greenroom(Target):
             body.encode(),
             next(self._msg_ids),
         )
+
+
+def with_workers(command: str, workers: int) -> str:
+    """The Procfile's web command with its `-w 1` (or `-w ${WEB_CONCURRENCY:-1}`) made `-w workers`."""
+    out, n = re.subn(r"(?<!\S)-w\s+\S+", f"-w {workers}", command)
+    if n != 1:
+        raise ValueError(f"expected one -w option in {command!r}")
+    return out
+
+
+class ClusterGreenroom(Greenroom):
+    """Greenroom under the Procfile's command with `-w workers`, a given database and backplane.
+
+    Its CPU is the whole gunicorn process tree (master and every worker), and it can
+    tell which worker holds each connection.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        database_url: str = "",
+        redis_url: str = "",
+        channel: str = "",
+        cpus: frozenset[int] | None = frozenset({SERVER_CPU}),
+    ) -> None:
+        self.name = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")  # for the work directory
+        super().__init__()
+        self.name = name
+        self.workers = workers
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.channel = channel
+        self.cpus = cpus
+        self.worker_pids: list[int] = []
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        return [*cmd[:-1], with_workers(cmd[-1], self.workers)]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
+        env.pop("REDIS_URL", None)
+        env["WEB_CONCURRENCY"] = str(self.workers)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+            env["GREENROOM_BACKPLANE_CHANNEL"] = self.channel
+        return env
+
+    def start(self) -> None:
+        super().start()
+        assert self.proc is not None
+        deadline = time.monotonic() + 60
+        while len(children(self.proc.pid)) < self.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.worker_pids = sorted(children(self.proc.pid))
+        if len(self.worker_pids) != self.workers:
+            raise RuntimeError(f"{self.name}: {len(self.worker_pids)} of {self.workers} workers up")
+        # Every worker has loaded the app once each has answered /healthz at least once.
+        seen: set[str] = set()
+        while len(seen) < self.workers and time.monotonic() < deadline:
+            seen |= set(self.healthz_workers(4))
+        if len(seen) < self.workers:
+            raise RuntimeError(f"{self.name}: only {len(seen)} workers answered /healthz")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return tree_cpu_seconds(self.proc.pid)
+
+    def healthz_workers(self, requests_n: int) -> dict[str, int]:
+        """Which worker (its backplane id) answered each of requests_n fresh connections to /healthz."""
+        counts: dict[str, int] = {}
+        for _ in range(requests_n):
+            r = requests.get(f"{self.url}/healthz", headers={"Connection": "close"}, timeout=10)
+            worker = r.json()["worker"]
+            counts[worker] = counts.get(worker, 0) + 1
+        return counts
+
+    def worker_of(self, conns: list[Conn]) -> list[int | None]:
+        """The pid of the worker holding the server end of each connection (None: not found)."""
+        assert self.proc is not None
+        pids = children(self.proc.pid)
+        peers = peers_by_pid(self.port, pids)
+        return [peers.get(conn.sock.getsockname()[1]) for conn in conns]
+
+    def restarts(self) -> list[int]:
+        """Workers running now that were not there at start (gunicorn replaced a dead one)."""
+        assert self.proc is not None
+        return sorted(set(children(self.proc.pid)) - set(self.worker_pids))
+
+    @property
+    def workdir(self) -> Path:
+        """Where the server's log and SQLite database live."""
+        return self._workdir
+
+    def log_text(self) -> str:
+        """The server's log so far ('' if it never started)."""
+        try:
+            return (self._workdir / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
 
 class WebsocketsBaseline(Target):

@@ -1,11 +1,28 @@
-"""The benchmark's own bookkeeping: counting loss, duplicates and order by seq; picking results."""
+"""The benchmark's own bookkeeping: counting loss, duplicates and order by seq; picking results;
+the scale-out comparison's rate search, connection split, /proc parsing and summaries."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
+import pytest
+
+from bench.procstat import cpu_delta, parse_cpu_times, parse_tcp_table
 from bench.report import saturation_max
+from bench.scaleout import (
+    backend_state,
+    backends_by_state,
+    best_step,
+    connection_split,
+    derived,
+    log_problems,
+    next_rate,
+    paired_all,
+    summaries,
+)
 from bench.scenarios import Receiver, Result, percentile
+from bench.targets import with_workers
 
 
 def message(seq: int) -> bytes:
@@ -57,3 +74,200 @@ def test_saturation_is_the_best_clean_step_under_200_ms() -> None:
     best = saturation_max(runs, "g")
     assert best is not None and best.offered_msgs_per_s == 400
     assert saturation_max([result("s", "saturation", 200, 900)], "s") is None
+
+
+# ---- the scale-out comparison (bench/scaleout.py) ------------------------------------
+
+
+def test_with_workers_sets_the_procfile_worker_count() -> None:
+    """The Procfile's -w value, literal or ${WEB_CONCURRENCY:-1}, becomes the wanted count."""
+    assert with_workers("gunicorn -k gevent -w 1 --bind x 'app:create_app()'", 2) == (
+        "gunicorn -k gevent -w 2 --bind x 'app:create_app()'"
+    )
+    assert with_workers("gunicorn -w ${WEB_CONCURRENCY:-1} --worker-connections 9", 3) == (
+        "gunicorn -w 3 --worker-connections 9"
+    )
+    with pytest.raises(ValueError):
+        with_workers("gunicorn --worker-connections 9", 2)
+
+
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 201 1 0
+   2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 202 1 0
+   3: 0100007F:1F90 0100007F:C351 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0
+"""
+
+
+def test_tcp_table_maps_the_servers_accepted_sockets_to_client_ports() -> None:
+    """Only established sockets whose local port is the server's (8080) count; keyed by inode."""
+    assert parse_tcp_table(TCP, 8080) == {201: 50000}
+    assert parse_tcp_table(TCP, 50000) == {202: 8080}
+
+
+def test_cpu_delta_counts_new_processes_from_zero() -> None:
+    """A backend born during the window counts whole; one that exited is not readable any more."""
+    assert cpu_delta({1: 1.0, 2: 5.0}, {1: 1.5, 3: 0.25}) == 0.75
+
+
+def test_machine_cpu_times_split_busy_steal_and_idle() -> None:
+    """user+nice+system+irq+softirq are busy; idle and iowait are not; steal is apart."""
+    text = "cpu  100 5 20 800 10 1 2 7 3 0\ncpu0 50 2 10 400 5 0 1 3 0 0\n"
+    assert parse_cpu_times(text) == (128, 7, 945)
+
+
+def h(*steps: tuple[float, bool]) -> list[tuple[float, bool]]:
+    return list(steps)
+
+
+def test_rate_search_goes_up_until_a_failure_then_bisects() -> None:
+    """×1.5 from the best pass; after a failure, `refine` bisections; rates rounded to 50."""
+    nxt = lambda history: next_rate(history, factor=1.5, max_rate=5000, refine=2)  # noqa: E731
+    assert nxt(h((250, True))) == 400  # 375: halves round up
+    assert nxt(h((1000, True))) == 1500
+    assert nxt(h((1000, True), (1500, False))) == 1250
+    assert nxt(h((1000, True), (1500, False), (1250, True))) == 1400  # 1375 -> 1400
+    assert nxt(h((1000, True), (1500, False), (1250, True), (1400, False))) is None
+    assert nxt(h((4000, True))) == 5000  # capped at max_rate
+    assert nxt(h((4000, True), (5000, True))) is None
+
+
+def test_rate_search_goes_down_when_the_first_rate_fails() -> None:
+    """Nothing passed yet: ÷1.5 until a pass, then the bisections between it and the failure."""
+    nxt = lambda history: next_rate(history, factor=1.5, max_rate=5000, refine=1)  # noqa: E731
+    assert nxt(h((1000, False))) == 650  # 666.7 -> 650
+    assert nxt(h((1000, False), (650, False))) == 450  # 433 -> 450
+    assert nxt(h((1000, False), (650, True))) == 850  # 825 -> 850
+    assert nxt(h((1000, False), (650, True), (850, True))) is None
+    assert nxt(h((50, False))) is None  # nothing below min_rate
+
+
+def test_best_step_is_the_fastest_clean_one_under_the_limit() -> None:
+    steps = [
+        result("v", "s", 250, 10),
+        result("v", "s", 400, 150),
+        result("v", "s", 600, 250),
+        result("v", "s", 500, 50, lost=3),
+    ]
+    best = best_step(steps, 200)
+    assert best is not None and best.offered_msgs_per_s == 400
+    assert best_step([result("v", "s", 250, 300)], 200) is None
+
+
+def test_connection_split_counts_per_worker_and_rooms_on_both() -> None:
+    """Workers are named by pid order; a room counts when it has members on every worker."""
+    split = connection_split([[11, 12, 11], [11, 11, 11], [12, 12, None]])
+    assert split["workers"] == {"w1": 11, "w2": 12}
+    assert split["connections"] == {"w1": 5, "w2": 3}
+    assert split["unknown"] == 1
+    assert (split["rooms"], split["rooms_on_all_workers"]) == (3, 1)
+    one = connection_split([[7, 7], [7]])
+    assert one["connections"] == {"w1": 3} and one["rooms_on_all_workers"] == 2
+
+
+def test_log_problems_keeps_warnings_errors_and_tracebacks() -> None:
+    log = "\n".join(
+        [
+            "[2026-01-01 00:00:00 +0000] [10] [INFO] Booting worker with pid: 11",
+            "2026-01-01 00:00:01,000 WARNING chat.ratelimit: rate limits: Redis unreachable",
+            "[2026-01-01 00:00:02 +0000] [10] [CRITICAL] WORKER TIMEOUT (pid:11)",
+            "Traceback (most recent call last):",
+            "2026-01-01 00:00:03,000 INFO greenroom: ready",
+        ]
+    )
+    lines = log.splitlines()
+    assert log_problems(log) == [lines[1], lines[2], lines[3]]
+
+
+def test_backend_states_and_shares() -> None:
+    """A waiting backend is labelled by its wait event; states are averaged over samples."""
+    assert backend_state("active", "Lock", "transactionid") == "Lock:transactionid"
+    assert backend_state("idle in transaction", "Client", "ClientRead") == "idle in transaction"
+    assert backend_state("active", None, None) == "active"
+    # 4 samples of 2 backends: one always idle, the other waiting for a lock half the time.
+    counts = Counter({"idle": 4, "Lock:tuple": 2, "idle in transaction": 2})
+    assert backends_by_state(counts, 4) == {
+        "idle": 1.0,
+        "Lock:tuple": 0.5,
+        "idle in transaction": 0.5,
+    }
+    assert backends_by_state(Counter(), 0) == {}
+
+
+def step(rate: float, delivered_per_s: float, p99: float, cpu: float, lost: int = 0) -> dict:
+    return {
+        "offered_msgs_per_s": rate,
+        "delivered_per_s": delivered_per_s,
+        "p50_ms": p99 / 4,
+        "p99_ms": p99,
+        "lost": lost,
+        "duplicated": 0,
+        "out_of_order": 0,
+        "loadgen_bound": False,
+        "cpu_us_per_delivery": cpu,
+        "redis_cpu_us_per_delivery": 1.0,
+        "pg_cpu_us_per_delivery": 2.0,
+        "total_cpu_us_per_delivery": cpu + 3.0,
+        "server_cpu_pct": 50.0,
+        "redis_cpu_pct": 1.0,
+        "loadgen_cpu_pct": 10.0,
+        "machine_busy_pct": 100.0,
+        "others_cpu_pct": 30.0,
+        "steal_pct": 0.0,
+    }
+
+
+def run_record(variant: str, fixed_p99: float, cpu: float, best: float | None) -> dict:
+    return {
+        "variant": variant,
+        "fixed": step(250, 2500, fixed_p99, cpu),
+        "best": step(best / 10, best, 100, cpu) if best else None,
+        "log_problems": [],
+        "restarts": [],
+    }
+
+
+def test_summaries_take_medians_and_derive_backplane_cost_and_ratios() -> None:
+    """Per variant, the median of each figure over repeats; (b)-(a) and (c)/(b) from those."""
+    runs = [
+        run_record("a", 6, 40, 20000),
+        run_record("a", 8, 50, 24000),
+        run_record("a", 7, 45, 22000),
+        run_record("b", 60, 100, 4000),
+        run_record("b", 40, 120, 5000),
+        {"variant": "b", "repeat": 3, "error": "RuntimeError()"},
+        run_record("c", 20, 130, 8000),
+        run_record("c", 30, 110, None),
+    ]
+    summary = summaries(runs, ("a", "p", "b", "c"))
+    assert list(summary) == ["a", "b", "c"]  # p was not run
+    assert summary["a"]["fixed"]["cpu_us_per_delivery"] == 45
+    assert summary["b"]["fixed"]["p99_ms"] == 50 and summary["b"]["failed_runs"] == 1
+    assert summary["c"]["best"]["delivered_per_s"] == 8000
+    assert summary["c"]["searches_without_pass"] == 1
+    d = derived(summary)
+    assert d["backplane_server_cpu_us_per_delivery"] == 110 - 45
+    assert d["backplane_total_cpu_us_per_delivery"] == 113 - 48
+    assert "postgres_server_cpu_us_per_delivery" not in d
+    assert d["c/b max delivered/s"] == 8000 / 4500
+    assert d["c/b fixed p99"] == 25 / 50
+
+
+def test_paired_figures_compare_variants_within_each_repeat() -> None:
+    """c/b per repeat, only where both ran; a failed run or a search with no pass drops the pair."""
+    runs = [
+        {**run_record("a", 6, 40, 20000), "repeat": 1},
+        {**run_record("b", 60, 100, 4000), "repeat": 1},
+        {**run_record("c", 30, 120, 2000), "repeat": 1},
+        {**run_record("a", 6, 50, 20000), "repeat": 2},
+        {"variant": "b", "repeat": 2, "error": "RuntimeError()"},
+        {**run_record("c", 30, 120, 6000), "repeat": 2},
+        {**run_record("b", 10, 100, None), "repeat": 3},
+        {**run_record("c", 30, 150, 3000), "repeat": 3},
+    ]
+    pairs = paired_all(runs)
+    assert pairs["c/b max delivered/s"] == [0.5]
+    assert pairs["c/b fixed p99"] == [0.5, 3.0]
+    assert pairs["b-a server µs/delivery"] == [60.0]
+    assert pairs["c/a max delivered/s"] == [0.1, 0.3]
+    assert "p-a server µs/delivery" not in pairs
