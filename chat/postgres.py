@@ -85,6 +85,11 @@ WITH dup AS (
 SELECT false AS dup, * FROM ins UNION ALL SELECT true AS dup, * FROM dup
 """
 
+TRIM_ROOM = """
+DELETE FROM messages WHERE room_id = %(r)s
+  AND seq <= (SELECT last_seq FROM rooms WHERE id = %(r)s) - %(keep)s
+"""
+
 _translated: dict[str, str] = {}
 
 
@@ -140,13 +145,15 @@ class PgConn:
                     )
                     for i in order
                 ]
+                # Retention, in the same round trip: it needs each room's seq, not our results.
+                for room_id in dict.fromkeys(drafts[i].room for i in order):
+                    conn.execute(TRIM_ROOM, {"r": room_id, "keep": keep})
             rows = [cur.fetchall() for cur in cursors]
         except psycopg.Error as exc:
             log.info("pipelined batch of %d failed (%s); storing one by one", len(drafts), exc)
             conn.execute("ROLLBACK TO SAVEPOINT batch")
             return None
         results: list[Stored] = [Stored()] * len(drafts)
-        touched: dict[str, int] = {}
         for i, found in zip(order, rows, strict=True):
             d = drafts[i]
             if not found:
@@ -159,18 +166,11 @@ class PgConn:
             row = found[0]
             message = message_row(row)
             if not row["dup"]:
-                touched[d.room] = row["seq"]
                 results[i] = Stored(message=message)
             elif row["room_id"] != d.room:
                 results[i] = Stored(error=client_msg_id_reused())
             else:
                 results[i] = Stored(message=message, duplicate=True)
-        with conn.pipeline():
-            for room_id, last_seq in touched.items():
-                conn.execute(
-                    "DELETE FROM messages WHERE room_id = %s AND seq <= %s",
-                    (room_id, last_seq - keep),
-                )
         return results
 
 
