@@ -656,6 +656,39 @@ def test_logout_on_one_process_closes_that_sessions_sockets_on_every_process(
     }
 
 
+def test_a_session_with_a_socket_on_one_process_never_expires_on_another(
+    make_cluster: Callable[..., Cluster], sockets: list[WS]
+) -> None:
+    """Process 0's sweeper cannot see process 1's sockets: the session must stay, an idle one must go."""
+    import psycopg
+
+    from auth.tokens import hash_token
+
+    cluster = make_cluster(2, {"GREENROOM_SESSION_IDLE_TIMEOUT_S": "2"})
+    api0 = Api(cluster[0])
+    alice = api0.new_user("alice")
+    bob = api0.new_user("bob")  # logged in, no socket anywhere: expires after 2 s idle
+    ws = connect(alice, cluster[1], sockets)
+
+    def session_rows() -> dict[str, bool]:
+        with psycopg.connect(cluster.env["DATABASE_URL"]) as conn:
+            found = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT token_hash FROM sessions WHERE token_hash IN (%s, %s)",
+                    (hash_token(alice.token), hash_token(bob.token)),
+                )
+            }
+        return {"alice": hash_token(alice.token) in found, "bob": hash_token(bob.token) in found}
+
+    # Nobody touches either session over REST meanwhile: only the sweepers act.
+    wait_for(lambda: not session_rows()["bob"], timeout=15, interval=0.2)
+    assert session_rows()["alice"]
+    assert api0.get("/api/auth/me", alice.token).status_code == 200
+    ws.send({"type": "ping"})
+    assert ws.expect("pong")["type"] == "pong"
+
+
 # ---- 7. rate limits -------------------------------------------------------------------------
 
 
