@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import gevent
+from gevent.event import AsyncResult
+
 log = logging.getLogger(__name__)
 
 
@@ -88,21 +91,56 @@ class SharedRateLimiter(RateLimiter):
         super().__init__(rate_per_s, burst)
         import redis
 
-        self._errors = (redis.RedisError, OSError)
+        self._no_script = redis.exceptions.NoScriptError
+        self._client = client
         self._prefix = prefix
-        self._script = client.register_script(_BUCKET_LUA)
+        self._sha = client.register_script(_BUCKET_LUA).sha
         self._warned_at = float("-inf")
+        # Checks asked for meanwhile by other greenlets, sent together in one pipeline:
+        # one Redis command per send cost more CPU in redis-py than the send itself.
+        self._waiting: list[tuple[str, str, AsyncResult[float | None]]] = []
+        self._flusher: gevent.Greenlet | None = None
 
     def _shared(self, mode: str, key: str, now: float) -> float | None:
+        result: AsyncResult[float | None] = AsyncResult()
+        self._waiting.append((mode, key, result))
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush, now)
+        return result.get()
+
+    def _flush(self, now: float) -> None:
+        batch: list[tuple[str, str, AsyncResult[float | None]]] = []
         try:
-            return float(
-                self._script(keys=[self._prefix + key], args=[self.rate_per_s, self.burst, mode])
-            )
-        except self._errors as exc:
-            if now - self._warned_at > 10:
-                self._warned_at = now
-                log.warning("rate limits: Redis unreachable (%s); limiting per worker", exc)
-            return None
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    values: list[float | None] = self._run(batch)
+                except Exception as exc:  # any failure: limit here rather than hang the callers
+                    if now - self._warned_at > 10:
+                        self._warned_at = now
+                        log.warning("rate limits: Redis unreachable (%s); limiting per worker", exc)
+                    values = [None] * len(batch)
+                for (_, _, result), value in zip(batch, values, strict=True):
+                    result.set(value)
+        finally:
+            self._flusher = None
+            for _, _, result in batch:
+                if not result.ready():
+                    result.set(None)
+
+    def _run(self, batch: list[tuple[str, str, AsyncResult[float | None]]]) -> list[float | None]:
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for mode, key, _ in batch:
+                pipe.evalsha(self._sha, 1, self._prefix + key, self.rate_per_s, self.burst, mode)
+            try:
+                return [float(v) for v in pipe.execute()]
+            except self._no_script:
+                if attempt == 2:
+                    raise
+                # Redis restarted and forgot the script: load it again, once.
+                self._client.script_load(_BUCKET_LUA)
+        raise AssertionError("unreachable")
 
     def wait_time(self, key: str, now: float) -> float:
         wait = self._shared("peek", key, now)

@@ -136,3 +136,24 @@ def test_unreachable_redis_falls_back_to_per_worker_buckets(
         assert len(warnings) == 1  # once, not once per call
     finally:
         down.close()
+
+
+def test_concurrent_checks_share_one_pipeline_and_one_bucket(
+    client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 greenlets asking at once: one Redis round trip, and exactly the burst gets through."""
+    import gevent
+
+    lim = SharedRateLimiter(client, prefix, rate_per_s=0.001, burst=10)
+    executes = []
+    real = redis.client.Pipeline.execute
+
+    def counting(self: redis.client.Pipeline, *args: object, **kwargs: object) -> object:
+        executes.append(len(self.command_stack))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting)
+    waits = [g.get() for g in [gevent.spawn(lim.acquire, "k", 1000.0) for _ in range(20)]]
+    assert sorted(w == 0 for w in waits).count(True) == 10
+    assert all(w > 0 for w in waits if w != 0)
+    assert executes == [20]
