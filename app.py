@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     passwords = Passwords(
         settings.ARGON2_TIME_COST, settings.ARGON2_MEMORY_KIB, settings.ARGON2_PARALLELISM
     )
-    auth = Auth(db, passwords, settings, _limiter(backplane, settings, "login"))
+    auth = Auth(
+        db, passwords, settings, _limiter(backplane, settings, "login"), backplane.clustered
+    )
     registry: RoomRegistry = RoomRegistry()
     auth.live_sessions = registry.live_sessions
     presence = Presence(

@@ -64,6 +64,7 @@ class Auth:
         passwords: Passwords,
         settings: Settings,
         failures: RateLimiter | None = None,
+        clustered: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -81,6 +82,9 @@ class Auth:
         self.live_sessions: Callable[[], Collection[str]] = frozenset
         # Writing last_active on every request would put a commit on every call.
         self._touch_after_s = min(60.0, settings.SESSION_IDLE_TIMEOUT_S / 4)
+        # Other workers' sweepers cannot see this worker's sockets: with a backplane, the
+        # sessions that hold one are refreshed in the database. Alone, `live_sessions` suffices.
+        self._clustered = clustered
         self._kept_alive_at = 0.0
 
     def register(self, username: object, password: object) -> str:
@@ -155,9 +159,7 @@ class Auth:
 
     def expire_idle(self, now: float) -> list[str]:
         """End sessions idle longer than the timeout that hold no live connection."""
-        if now - self._kept_alive_at >= self._touch_after_s:
-            # Sessions with a socket here count as active, so that another worker's
-            # sweeper, which cannot see this worker's sockets, never expires them.
+        if self._clustered and now - self._kept_alive_at >= self._touch_after_s:
             self._kept_alive_at = now
             self.touch(self.live_sessions())
         cutoff = now - self._settings.SESSION_IDLE_TIMEOUT_S

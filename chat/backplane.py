@@ -91,7 +91,10 @@ class LocalBackplane:
     def __init__(self) -> None:
         self.worker_id = secrets.token_hex(6)
         self.connected = True
+        self._on_messages: OnMessages = lambda items: None
         self._on_event: OnEvent = lambda origin, event: None
+        self._on_connected: Hook = lambda: None
+        self._on_tick: Callable[[float], None] = lambda now: None
 
     def start(
         self,
@@ -100,7 +103,11 @@ class LocalBackplane:
         on_connected: Hook,
         on_tick: Callable[[float], None],
     ) -> None:
+        """Take the handlers: other workers' messages and events, reconnections, heartbeats."""
+        self._on_messages = on_messages
         self._on_event = on_event
+        self._on_connected = on_connected
+        self._on_tick = on_tick
 
     def publish_messages(self, items: Items) -> None:
         """This worker delivers its own messages itself; nobody else needs them."""
@@ -148,9 +155,6 @@ class RedisBackplane(LocalBackplane):
         self._backlog: deque[bytes] = deque()
         self._wake = Event()
         self._greenlets: list[gevent.Greenlet] = []
-        self._on_messages: OnMessages = lambda items: None
-        self._on_connected: Hook = lambda: None
-        self._on_tick: Callable[[float], None] = lambda now: None
         self._heard_at = time.monotonic()
         self.dropped = 0
 
@@ -161,10 +165,7 @@ class RedisBackplane(LocalBackplane):
         on_connected: Hook,
         on_tick: Callable[[float], None],
     ) -> None:
-        self._on_messages = on_messages
-        self._on_event = on_event
-        self._on_connected = on_connected
-        self._on_tick = on_tick
+        super().start(on_messages, on_event, on_connected, on_tick)
         self._greenlets = [
             gevent.spawn(self._publish_loop),
             gevent.spawn(self._subscribe_loop),

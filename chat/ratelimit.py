@@ -129,18 +129,18 @@ class SharedRateLimiter(RateLimiter):
                     result.set(None)
 
     def _run(self, batch: list[tuple[str, str, AsyncResult[float | None]]]) -> list[float | None]:
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for mode, key, _ in batch:
-                pipe.evalsha(self._sha, 1, self._prefix + key, self.rate_per_s, self.burst, mode)
-            try:
-                return [float(v) for v in pipe.execute()]
-            except self._no_script:
-                if attempt == 2:
-                    raise
-                # Redis restarted and forgot the script: load it again, once.
-                self._client.script_load(_BUCKET_LUA)
-        raise AssertionError("unreachable")
+        try:
+            return self._eval(batch)
+        except self._no_script:
+            # Redis restarted and forgot the script: load it again, once.
+            self._client.script_load(_BUCKET_LUA)
+            return self._eval(batch)
+
+    def _eval(self, batch: list[tuple[str, str, AsyncResult[float | None]]]) -> list[float | None]:
+        pipe = self._client.pipeline(transaction=False)
+        for mode, key, _ in batch:
+            pipe.evalsha(self._sha, 1, self._prefix + key, self.rate_per_s, self.burst, mode)
+        return [float(v) for v in pipe.execute()]
 
     def wait_time(self, key: str, now: float) -> float:
         wait = self._shared("peek", key, now)
