@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import (
     Api,
+    GunicornProcess,
     ServerProcess,
     User,
     drop_postgres_schemas,
@@ -47,8 +48,10 @@ def make_server(tmp_path: Path, database: str) -> Iterator[Callable[..., ServerP
     """Start a server with its own database and extra GREENROOM_* settings."""
     started: list[ServerProcess] = []
 
-    def factory(name: str = "srv", **env: str) -> ServerProcess:
-        proc = ServerProcess(tmp_path / f"{name}{len(started)}", env, database=database).start()
+    def factory(name: str = "srv", kind: str = "app", **env: str) -> ServerProcess:
+        """kind="app" runs `python app.py`; kind="gunicorn" runs the Procfile's command."""
+        cls = GunicornProcess if kind == "gunicorn" else ServerProcess
+        proc = cls(tmp_path / f"{name}{len(started)}", env, database=database).start()
         started.append(proc)
         return proc
 

@@ -265,6 +265,56 @@ class ServerProcess:
         return self.start()
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def procfile_web_command() -> str:
+    """The Procfile's `web:` command, exactly as a deployment runs it."""
+    text = (ROOT / "Procfile").read_text()
+    match = re.search(r"^web:\s*(.+)$", text, re.MULTILINE)
+    assert match, "Procfile has no web: line"
+    return match.group(1)
+
+
+class GunicornProcess(ServerProcess):
+    """The Procfile's gunicorn command on a free loopback port, with the same settings as `python app.py`."""
+
+    def start(self, timeout: float = 30.0) -> GunicornProcess:
+        self._starts += 1
+        self.port = free_port()
+        env = {
+            **self.env,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "PORT": str(self.port),
+            "HOME": str(self.workdir),
+        }
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            ["bash", "-c", f"exec {procfile_web_command()}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        proc = self.proc
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:  # refused, or a worker still booting under load
+                assert proc.poll() is None, self.log()
+                return False
+
+        wait_for(up, timeout=timeout, interval=0.1)
+        return self
+
+
 class Api:
     """Real HTTP against a server."""
 

@@ -3,67 +3,31 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.support import FAST_SETTINGS, ROOT, Api, ServerProcess, wait_for
-
-
-def procfile_web_command() -> str:
-    text = (ROOT / "Procfile").read_text()
-    match = re.search(r"^web:\s*(.+)$", text, re.MULTILINE)
-    assert match, "Procfile has no web: line"
-    return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support import (
+    ROOT,
+    Api,
+    GunicornProcess,
+    ServerProcess,
+    free_port,
+    procfile_web_command,
+)
 
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[ServerProcess]:
-    port = free_port()
-    env = {
-        **os.environ,
-        **FAST_SETTINGS,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
-        "HOME": str(tmp_path),
-    }
-    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["bash", "-c", f"exec {procfile_web_command()}"], cwd=ROOT, env=env, stderr=log, stdout=log
-    )
-    log.close()
-    server = ServerProcess(tmp_path / "unused")
-    server.proc = proc  # type: ignore[assignment]
-    server.port = port
-    server.log_path = tmp_path / "gunicorn.log"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{server.url}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:  # refused, or a worker still booting under load
-            assert proc.poll() is None, server.log()
-            return False
-
-    wait_for(up, timeout=30, interval=0.1)
+    server = GunicornProcess(tmp_path / "g").start()
     yield server
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(5)
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait(5)
 
 
 def test_procfile_command_serves_chat_and_stops_on_sigterm(gunicorn: ServerProcess) -> None:
