@@ -6,6 +6,11 @@ from typing import Any
 
 import requests
 
+# Lists are asked for in pages of this many items (the server's default maximum is 500).
+LIST_PAGE_LIMIT = 100
+# A server that keeps answering with a next_cursor past this many pages is looping.
+MAX_LIST_PAGES = 1000
+
 
 class ClientError(Exception):
     """A refusal or failure to show the user in one line; exit status 1."""
@@ -74,14 +79,47 @@ class Api:
     def me(self) -> Any:
         return self.call("GET", "/api/auth/me")
 
+    def pages(self, path: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a paged list: follows next_cursor until it is null.
+
+        A server whose LIST_MAX_PAGE_SIZE is below LIST_PAGE_LIMIT refuses the
+        first page with 400; the rest is then asked for at the server's own page size.
+        """
+        limit: int | None = LIST_PAGE_LIMIT
+        cursor: str | None = None
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()  # cursors followed so far: one coming back is a loop
+        for _ in range(MAX_LIST_PAGES):
+            try:
+                page = self.call("GET", path, params={"limit": limit, "cursor": cursor})
+            except ClientError as err:
+                if err.status != 400 or cursor is not None or limit is None:
+                    raise
+                limit = None
+                page = self.call("GET", path)
+            if not isinstance(page, dict) or not isinstance(page.get(key), list):
+                raise ClientError("bad_response", f"unexpected answer from the server ({key})")
+            items += page[key]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return items
+            if not isinstance(cursor, str) or cursor in seen:
+                break
+            seen.add(cursor)
+        raise ClientError(
+            "bad_response",
+            f"the server's pages of {key} never end (a cursor repeated, or over "
+            f"{MAX_LIST_PAGES} pages): stopped",
+        )
+
     def users(self) -> list[dict[str, Any]]:
-        return self.call("GET", "/api/users")["users"]
+        return self.pages("/api/users", "users")
 
     def user(self, username: str) -> Any:
         return self.call("GET", f"/api/users/{username}")
 
     def rooms(self) -> list[dict[str, Any]]:
-        return self.call("GET", "/api/rooms")["rooms"]
+        return self.pages("/api/rooms", "rooms")
 
     def create_room(self, name: str, capacity: int | None, private: bool) -> Any:
         body: dict[str, Any] = {"name": name, "private": private}
@@ -105,7 +143,7 @@ class Api:
         self.call("POST", f"/api/rooms/{room_id}/leave")
 
     def members(self, room_id: str) -> list[dict[str, Any]]:
-        return self.call("GET", f"/api/rooms/{room_id}/members")["members"]
+        return self.pages(f"/api/rooms/{room_id}/members", "members")
 
     def history(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 
 from client import render
 from client.api import Api, ClientError
-from client.config import ChatState
+from client.config import ChatState, terminal_width
 from client.connection import LiveSession
 
 HELP = """commands:
@@ -30,7 +30,11 @@ HELP = """commands:
 
 
 class Printer:
-    """Prints events as lines (or JSON); safe to call from the connection thread."""
+    """Prints events as lines (or JSON); safe to call from the connection thread.
+
+    Every line goes through render.format_lines on its way out, so nothing unsafe
+    reaches the terminal even from a line built without render's formatters.
+    """
 
     def __init__(self, as_json: bool, multi_room: bool) -> None:
         self.as_json = as_json
@@ -61,15 +65,16 @@ class Printer:
             self._lost = False
             return
         self._lost = True
-        self.error(text)
+        self.error(render.format_safe(text))  # may quote the server: one line, made safe
 
     def out(self, line: str) -> None:
         with self._lock:
-            print(line, flush=True)
+            print(render.format_lines(line, terminal_width(sys.stdout)), flush=True)
 
     def error(self, line: str) -> None:
         with self._lock:
-            print(f"-- {line}", file=sys.stderr, flush=True)
+            text = render.format_lines(f"-- {line}", terminal_width(sys.stderr))
+            print(text, file=sys.stderr, flush=True)
 
 
 def run_chat(api: Api, state: ChatState, rooms: list[str], as_json: bool) -> int:

@@ -16,7 +16,7 @@ import click
 
 from client import render
 from client.api import Api, ClientError
-from client.config import ChatState, Credentials, resolve_server
+from client.config import ChatState, Credentials, resolve_server, terminal_width
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +54,8 @@ def handles_errors(room_arg: str | None = None, user_arg: str | None = None) -> 
                     room=kwargs.get(room_arg) if room_arg else None,
                     user=kwargs.get(user_arg) if user_arg else None,
                 )
-                click.echo(f"greenroom: {line}", err=True)
+                width = terminal_width(sys.stderr)
+                click.echo(render.format_lines(f"greenroom: {line}", width), err=True)
                 sys.exit(1)
 
         return wrapped  # type: ignore[return-value]
@@ -63,7 +64,10 @@ def handles_errors(room_arg: str | None = None, user_arg: str | None = None) -> 
 
 
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print machine-readable JSON (one object per line)."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print machine-readable JSON (one object per line; a list is one object).",
 )
 
 
@@ -73,7 +77,21 @@ password_stdin_option = click.option(
 
 
 def emit(as_json: bool, obj: Any, text: str) -> None:
-    click.echo(render.as_json(obj) if as_json else text)
+    """Print a result: as one line of JSON, or as text (checked for unsafe characters)."""
+    click.echo(
+        render.as_json(obj) if as_json else render.format_lines(text, terminal_width(sys.stdout))
+    )
+
+
+def emit_list(
+    as_json: bool, key: str, items: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]
+) -> None:
+    """Print a whole list (every page): one line per item, or one JSON document `{key: [...]}`."""
+    if as_json:
+        click.echo(render.as_json({key: items}))
+        return
+    for item in items:
+        click.echo(render.format_lines(line(item), terminal_width(sys.stdout)))
 
 
 def read_password(password_stdin: bool, confirm: bool) -> str:
@@ -125,10 +143,11 @@ def register(ctx: Context, username: str, password_stdin: bool, as_json: bool) -
       echo "$PASSWORD" | greenroom register alice --password-stdin
     """
     result = ctx.api(login=False).register(username, read_password(password_stdin, confirm=True))
+    name = render.format_safe(result["username"])
     emit(
         as_json,
         result,
-        f"registered {result['username']}; now run: greenroom login {result['username']}",
+        f"registered {name}; now run: greenroom login {name}",
     )
 
 
@@ -149,7 +168,7 @@ def login(ctx: Context, username: str, password_stdin: bool, as_json: bool) -> N
     result = ctx.api(login=False).login(username, read_password(password_stdin, confirm=False))
     ctx.credentials.save(result["username"], result["token"])
     shown = {"username": result["username"], "server": ctx.server}
-    emit(as_json, shown, f"logged in as {result['username']} on {ctx.server}")
+    emit(as_json, shown, f"logged in as {render.format_safe(result['username'])} on {ctx.server}")
 
 
 @cli.command()
@@ -184,7 +203,11 @@ def whoami(ctx: Context, as_json: bool) -> None:
       greenroom whoami
     """
     me = ctx.api().me()
-    emit(as_json, {**me, "server": ctx.server}, f"{me['username']} on {ctx.server}")
+    emit(
+        as_json,
+        {**me, "server": ctx.server},
+        f"{render.format_safe(me['username'])} on {ctx.server}",
+    )
 
 
 @cli.command()
@@ -198,8 +221,7 @@ def users(ctx: Context, as_json: bool) -> None:
     Example:
       greenroom users
     """
-    for u in ctx.api().users():
-        emit(as_json, u, render.format_user(u))
+    emit_list(as_json, "users", ctx.api().users(), render.format_user)
 
 
 @cli.command()
@@ -239,8 +261,7 @@ def rooms(click_ctx: click.Context, as_json: bool) -> None:
 
 @handles_errors()
 def list_rooms(ctx: Context, as_json: bool) -> None:
-    for r in ctx.api().rooms():
-        emit(as_json, r, render.format_room(r))
+    emit_list(as_json, "rooms", ctx.api().rooms(), render.format_room)
 
 
 @rooms.command("create")
@@ -262,7 +283,9 @@ def rooms_create(
       ROOM=$(greenroom rooms create general --json | jq -r .id)
     """
     r = ctx.api().create_room(name, capacity, private)
-    emit(as_json, r, f"created room {r['id']} ({r['name']})")
+    emit(
+        as_json, r, f"created room {render.format_safe(r['id'])} ({render.format_safe(r['name'])})"
+    )
 
 
 @rooms.command("show")
@@ -327,7 +350,7 @@ def rooms_join(ctx: Context, room_id: str, as_json: bool) -> None:
       greenroom rooms join abc123
     """
     r = ctx.api().join(room_id)
-    emit(as_json, r, f"joined room {r['id']} ({r['name']})")
+    emit(as_json, r, f"joined room {render.format_safe(r['id'])} ({render.format_safe(r['name'])})")
 
 
 @rooms.command("leave")
@@ -358,8 +381,7 @@ def members(ctx: Context, room_id: str, as_json: bool) -> None:
     Example:
       greenroom members abc123
     """
-    for m in ctx.api().members(room_id):
-        emit(as_json, m, render.format_member(m))
+    emit_list(as_json, "members", ctx.api().members(room_id), render.format_member)
 
 
 # ---- messages -----------------------------------------------------------------
@@ -403,7 +425,7 @@ def send(ctx: Context, room_id: str, message: tuple[str, ...], as_json: bool) ->
     if not body.strip():
         raise click.UsageError("nothing to send: give a MESSAGE or pipe one in")
     m = ctx.api().post(room_id, body, uuid.uuid4().hex)
-    emit(as_json, m, f"sent #{m['seq']} to {room_id}")
+    emit(as_json, m, f"sent #{render.format_safe(m['seq'])} to {render.format_safe(room_id)}")
 
 
 @cli.command()

@@ -1,5 +1,8 @@
 """Where the client keeps its files: the server address, saved tokens (0600), and per-user chat state.
 
+It also reads the one other fact of the environment the output needs: how wide
+the terminal is.
+
 Everything lives under click's app dir (override with GREENROOM_CONFIG_DIR), one
 folder per server, so tokens and seq bookmarks for two servers never mix.
 """
@@ -9,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -24,6 +28,14 @@ def resolve_server(option: str | None) -> str:
     if not re.match(r"^https?://[^/\s]+", url):
         raise click.UsageError(f"server must be an http:// or https:// URL, got {url!r}")
     return url.rstrip("/")
+
+
+def terminal_width(stream: IO[str]) -> int | None:
+    """Columns of the terminal `stream` writes to, or None when it is not a terminal."""
+    try:
+        return shutil.get_terminal_size().columns if stream.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def config_dir() -> Path:

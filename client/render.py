@@ -1,39 +1,139 @@
-"""Pure formatting: server objects and errors to the lines a person (or a script) reads."""
+"""Pure formatting: server objects and errors to the lines a person (or a script) reads.
+
+Everything another person wrote (message bodies, room names, usernames, statuses,
+error messages) goes through `format_safe` before it reaches the terminal, so a
+hostile string can set no title, clear no screen, colour nothing and reorder
+nothing, and a message with line breaks cannot pose as a second message.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
+
+from wcwidth import wcwidth
+
+# What continuation lines of a multi-line message start with. Never empty: a line
+# that starts at column 0 is where a timestamp would be.
+CONTINUATION = "    "
+
+# Line breaks: CRLF first so it counts once, then LF, CR, VT, FF, NEL, LS, PS.
+_LINE_BREAK = "\r\n|[\n\r\x0b\x0c\x85\u2028\u2029]"
+# Characters a terminal would act on or that reorder text: C0 controls (tab aside),
+# DEL, C1 controls, the Unicode bidi marks, embeddings, overrides and isolates, and
+# lone surrogates (they cannot even be encoded for output).
+_UNSAFE = (
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\u2028\u2029\ud800-\udfff]"
+)
+_BREAK_OR_UNSAFE = re.compile(f"({_LINE_BREAK})|{_UNSAFE}|\t")
+_ONE_UNSAFE = re.compile(f"{_UNSAFE}|\t")
+# In JSON output: what json.dumps(ensure_ascii=False) leaves raw but a terminal
+# could act on (C0 it escapes already).
+_JSON_UNSAFE = re.compile(
+    "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
+TAB = "    "
+
+
+def _visible(ch: str) -> str:
+    """One unsafe character as printable text: ^X for C0 and DEL, <U+XXXX> for the rest."""
+    if ch == "\t":
+        return TAB
+    code = ord(ch)
+    if code < 0x20 or code == 0x7F:
+        return "^" + chr(code ^ 0x40)  # caret notation, as `cat -v` and less show it
+    return f"<U+{code:04X}>"
+
+
+def format_safe(text: object, indent: str | None = None) -> str:
+    """Any text from the server, made safe to print on a terminal.
+
+    Nothing is executed, everything stays visible: C0 controls and DEL in caret
+    notation (ESC is `^[`, BEL `^G`, DEL `^?`), C1 controls, bidi controls
+    (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) and lone surrogates as
+    `<U+XXXX>`, and a tab as four spaces. Line breaks (LF, CR, CRLF, VT, FF, NEL,
+    U+2028, U+2029): with `indent=None`, for one-line fields, they are shown like
+    any other control (`^J`, `<U+2028>`); with an indent, each starts a new line
+    that begins with `indent`, so what follows a break never starts at column 0.
+    """
+    s = text if isinstance(text, str) else str(text)
+    if indent is None:
+        return _ONE_UNSAFE.sub(lambda m: _visible(m.group()), s)
+    if not indent:
+        raise ValueError("a continuation indent must not be empty")
+    return _BREAK_OR_UNSAFE.sub(lambda m: "\n" + indent if m.group(1) else _visible(m.group()), s)
+
+
+def format_lines(text: str, width: int | None = None) -> str:
+    """Output assembled from already formatted lines, each line checked once more.
+
+    The last guard before a write: the line breaks we put there stay, anything
+    else unsafe that slipped into a line is made visible (format_safe is a no-op
+    on text it has already made safe). With the terminal's `width`, long lines
+    are cut by wrap_lines.
+    """
+    safe = "\n".join(format_safe(line) for line in text.split("\n"))
+    return safe if width is None else wrap_lines(safe, width)
+
+
+def wrap_lines(text: str, width: int) -> str:
+    """Lines cut to fit a terminal `width` columns wide, the rest on continuation lines.
+
+    A line the terminal wraps by itself would go on at column 0, where a forged
+    `HH:MM:SS <user>` could sit; cut here, it goes on after CONTINUATION instead.
+    Columns are counted with wcwidth (East Asian wide characters take two).
+    """
+    limit = width - 1  # a line that fills the last column leaves some terminals mid-wrap
+    if limit <= len(CONTINUATION) + 1:
+        return text  # too narrow to help
+    out: list[str] = []
+    for line in text.split("\n"):
+        piece: list[str] = []
+        cols = 0
+        for ch in line:
+            w = max(wcwidth(ch), 0) if ch.isprintable() else 1
+            if cols + w > limit:
+                out.append("".join(piece))
+                piece, cols = [CONTINUATION], len(CONTINUATION)
+            piece.append(ch)
+            cols += w
+        out.append("".join(piece))
+    return "\n".join(out)
 
 
 def local_time(ts: str) -> str:
     """HH:MM:SS in the local zone, from the server's ISO-8601 UTC time."""
     try:
         return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return "--:--:--"
 
 
 def format_message(m: dict[str, Any], show_room: bool = False) -> str:
-    room = f"[{m.get('room')}] " if show_room else ""
-    return f"{local_time(m.get('ts', ''))} {room}<{m.get('user')}> {m.get('body')}"
+    """`HH:MM:SS <user> body`; each further line of the body is indented under it."""
+    room = f"[{format_safe(m.get('room'))}] " if show_room else ""
+    body = format_safe(m.get("body"), indent=CONTINUATION)
+    return f"{local_time(m.get('ts', ''))} {room}<{format_safe(m.get('user'))}> {body}"
 
 
 def format_event(frame: dict[str, Any], show_room: bool = False) -> str | None:
     """One line for a notice frame, or None for frames a person need not see."""
     kind = frame.get("type")
-    room = f"[{frame.get('room')}] " if show_room and frame.get("room") else ""
+    room = f"[{format_safe(frame.get('room'))}] " if show_room and frame.get("room") else ""
+    user = format_safe(frame.get("user"))
     if kind == "message":
         return format_message(frame, show_room)
     if kind == "member_joined":
-        return f"-- {room}{frame['user']} joined"
+        return f"-- {room}{user} joined"
     if kind == "member_left":
-        return f"-- {room}{frame['user']} left"
+        return f"-- {room}{user} left"
     if kind == "presence":
-        return f"-- {frame['user']} is {frame['status']}"
+        return f"-- {user} is {format_safe(frame.get('status'))}"
     if kind == "room_deleted":
-        return f"-- room {frame['room']} was deleted"
+        return f"-- room {format_safe(frame.get('room'))} was deleted"
     if kind == "typing":
         return None
     return None
@@ -42,23 +142,32 @@ def format_event(frame: dict[str, Any], show_room: bool = False) -> str | None:
 def format_room(r: dict[str, Any]) -> str:
     flags = " private" if r.get("private") else ""
     count = r.get("member_count")
-    members = f" {count}/{r.get('capacity')} members" if count is not None else ""
-    online = f", {r['online_count']} online" if "online_count" in r else ""
-    return f"{r['id']}  {r['name']}  (owner {r['owner']}{flags}{members}{online})"
+    members = (
+        f" {format_safe(count)}/{format_safe(r.get('capacity'))} members"
+        if count is not None
+        else ""
+    )
+    online = f", {format_safe(r['online_count'])} online" if "online_count" in r else ""
+    return (
+        f"{format_safe(r['id'])}  {format_safe(r['name'])}"
+        f"  (owner {format_safe(r['owner'])}{flags}{members}{online})"
+    )
 
 
 def format_user(u: dict[str, Any]) -> str:
     seen = u.get("last_seen")
     when = f", last seen {local_time(seen)}" if seen and u.get("status") != "online" else ""
-    return f"{u['username']}  {u['status']}{when}"
+    return f"{format_safe(u['username'])}  {format_safe(u['status'])}{when}"
 
 
 def format_member(m: dict[str, Any]) -> str:
-    return f"{m['username']}  {m['status']}"
+    return f"{format_safe(m['username'])}  {format_safe(m['status'])}"
 
 
 def format_error(code: str, message: str, room: str | None = None, user: str | None = None) -> str:
     """A one-line explanation; room and user make the common refusals concrete."""
+    room = format_safe(room) if room is not None else None
+    user = format_safe(user) if user is not None else None
     known = {
         "room_not_found": f"no such room: {room}" if room else None,
         "room_full": f"room {room} is full" if room else None,
@@ -69,8 +178,17 @@ def format_error(code: str, message: str, room: str | None = None, user: str | N
         "unauthorized": "not logged in, or the session expired: run greenroom login USERNAME",
         "invalid_credentials": "wrong username or password",
     }
+    message = format_safe(message)
     return known.get(code) or message[:1].lower() + message[1:].rstrip(".")
 
 
 def as_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """One line of JSON; the characters a terminal could act on are \\u-escaped.
+
+    json.dumps escapes C0 controls but, with ensure_ascii=False (kept so that
+    text stays readable), leaves DEL, C1, bidi controls, U+2028/U+2029 and lone
+    surrogates raw. They can only occur inside strings, so escaping them keeps
+    the document valid and its values unchanged.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

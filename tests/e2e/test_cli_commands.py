@@ -391,7 +391,7 @@ def test_rooms_create_refused_by_the_server_is_one_line(alice_term: Term) -> Non
 def test_rooms_lists_the_rooms_you_can_see(
     api: Api, alice: User, bob: User, alice_term: Term, bob_term: Term
 ) -> None:
-    """`rooms` lists public rooms and your private ones, one line (or JSON object) per room."""
+    """`rooms` lists public rooms and your private ones, one line per room (--json: one document)."""
     public = api.create_room(alice, "lobby")["id"]
     private = api.create_room(alice, "hideout", private=True)["id"]
 
@@ -401,7 +401,7 @@ def test_rooms_lists_the_rooms_you_can_see(
     bob_ids = {line.split()[0] for line in ok(bob_term("rooms"))}
     assert public in bob_ids and private not in bob_ids
 
-    listed = {r["id"]: r for r in json_lines(bob_term("rooms", "--json"))}
+    listed = {r["id"]: r for r in json_one(bob_term("rooms", "--json"))["rooms"]}
     assert private not in listed
     assert (listed[public]["name"], listed[public]["member_count"]) == ("lobby", 1)
     assert listed[public]["member"] is False
@@ -495,7 +495,8 @@ def test_members_lists_the_room_with_status(
     assert bob.join(room).status_code == 200
     lines = ok(alice_term("members", room))
     assert sorted(lines) == sorted([f"{alice.name}  offline", f"{bob.name}  offline"])
-    got = {m["username"]: m["status"] for m in json_lines(alice_term("members", room, "--json"))}
+    listed = json_one(alice_term("members", room, "--json"))["members"]
+    got = {m["username"]: m["status"] for m in listed}
     assert got == {alice.name: "offline", bob.name: "offline"}
 
     carol_term = terminal(carol)
@@ -516,7 +517,7 @@ def test_users_and_status(api: Api, alice: User, bob: User, alice_term: Term) ->
     lines = ok(alice_term("users"))
     assert f"{never}  offline" in lines
     assert any(re.fullmatch(rf"{bob.name}  offline, last seen {CLOCK}", line) for line in lines)
-    everyone = {u["username"]: u for u in json_lines(alice_term("users", "--json"))}
+    everyone = {u["username"]: u for u in json_one(alice_term("users", "--json"))["users"]}
     assert everyone[never]["last_seen"] is None
     assert everyone[bob.name]["status"] == "offline" and everyone[bob.name]["last_seen"]
 
@@ -625,7 +626,7 @@ def test_usage_errors_exit_2(terminal: Callable[..., Term], args: list[str], men
 def test_json_on_every_command_that_prints_a_result(
     server: ServerProcess, api: Api, alice: User, bob: User, alice_term: Term, bob_term: Term
 ) -> None:
-    """`--json` makes every command that prints a result print one parseable JSON object per line."""
+    """`--json` makes every command print one parseable JSON object per line (a whole list is one)."""
     covered: set[tuple[str, ...]] = set()
 
     def js(term: Term, *args: str, input: str | None = None) -> list[dict[str, Any]]:
@@ -648,15 +649,18 @@ def test_json_on_every_command_that_prints_a_result(
     assert set(room) >= ROOM_FIELDS and room["name"] == "lobby"
     rid = room["id"]
     private = api.create_room(alice, "hideout", private=True)["id"]
-    assert rid in {r["id"] for r in js(alice_term, "rooms")}
+    (listed,) = js(alice_term, "rooms")
+    assert rid in {r["id"] for r in listed["rooms"]}
     (shown,) = js(alice_term, "rooms", "show", rid)
     assert shown["id"] == rid and shown["member"] is True
     (invited,) = js(alice_term, "rooms", "invite", private, bob.name)
     assert invited == {"invited": bob.name, "room": private}
     (joined,) = js(bob_term, "rooms", "join", rid)
     assert joined["id"] == rid and joined["member"] is True and joined["member_count"] == 2
-    assert {m["username"] for m in js(bob_term, "members", rid)} == {alice.name, bob.name}
-    assert bob.name in {u["username"] for u in js(bob_term, "users")}
+    (listed,) = js(bob_term, "members", rid)
+    assert {m["username"] for m in listed["members"]} == {alice.name, bob.name}
+    (listed,) = js(bob_term, "users")
+    assert bob.name in {u["username"] for u in listed["users"]}
     (st,) = js(bob_term, "status", alice.name)
     assert st["username"] == alice.name and "last_seen" in st
 
