@@ -10,13 +10,15 @@ from pathlib import Path
 import click
 import gevent
 
-from bench import report
+from bench import report, underattack
 from bench import scaleout as scaleout_mod
 from bench.procstat import rss_kib
-from bench.scenarios import Result, close_rooms, drive, open_rooms
-from bench.targets import TARGETS, Target, raise_nofile
+from bench.scenarios import Result, Room, close_rooms, drive, open_rooms
+from bench.targets import TARGETS, Greenroom, Target, raise_nofile, target_for
 
 LOADGEN_CPU = 1
+SCENARIOS = ("idle", "fan-out", "saturation", "many-rooms", "under-attack")
+FIXED_RATE = ("fan-out", "many-rooms", "under-attack")  # what --interleave can run
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -38,7 +40,22 @@ def _setup_loadgen() -> None:
     "--servers",
     default=",".join(TARGETS),
     show_default=True,
-    help="Comma-separated servers to measure.",
+    help="Comma-separated servers to measure; greenroom@PATH runs Greenroom from the "
+    "checkout at PATH (e.g. an older commit, to compare before and after in one run).",
+)
+@click.option(
+    "--scenarios",
+    default=",".join(SCENARIOS),
+    show_default=True,
+    help="Comma-separated scenarios to run. under-attack (Greenroom only) runs many rooms "
+    "calm and attacked, alternating, in every repeat.",
+)
+@click.option(
+    "--interleave",
+    is_flag=True,
+    help="Start every server at once and run the fixed-rate scenarios (fan-out, many-rooms, "
+    "under-attack) repeat by repeat across servers (A B, B A, ...) instead of one server "
+    "after the other; idle and saturation are not run.",
 )
 @click.option(
     "--idle", "idle_conns", type=int, help="Idle connections (default 20000, 2000 with --quick)."
@@ -80,6 +97,8 @@ def _setup_loadgen() -> None:
 def main(
     quick: bool,
     servers: str,
+    scenarios: str,
+    interleave: bool,
     idle_conns: int | None,
     repeats: int | None,
     out: Path,
@@ -94,6 +113,11 @@ def main(
     CPU 1. Reports delivered messages/s, latency p50/p99/max, lost and duplicated
     messages, server CPU µs per delivery, RSS per connection, and ratios to the baselines.
 
+    under-attack (Greenroom only, bench/underattack.py) runs many rooms calm and with an
+    unauthenticated flooder and a never-reading ping flooder beside it (bench/attack.py,
+    their own process on the load generator's CPU), alternating, and checks that nothing
+    is lost and p99 and CPU per delivery stay within 1.5x.
+
     With --scaleout, only the scale-out comparison runs instead (bench/scaleout.py):
     Greenroom on 1 worker against 2 workers sharing rooms through PostgreSQL and the
     Redis backplane; the 2 workers may use both CPUs.
@@ -103,6 +127,8 @@ def main(
       make bench
       python -m bench --quick
       python -m bench --servers greenroom --idle 20000
+      python -m bench --servers greenroom@/tmp/before,greenroom --interleave \\
+          --scenarios fan-out,many-rooms,under-attack
       python -m bench --scaleout [--quick]
     """
     _setup_loadgen()
@@ -114,35 +140,83 @@ def main(
         run_scaleout(quick, repeats, out, keys, postgres_url, redis_url)
         return
     names = [s.strip() for s in servers.split(",") if s.strip()]
-    unknown = set(names) - set(TARGETS)
-    if unknown:
-        raise click.UsageError(f"unknown servers: {', '.join(sorted(unknown))}")
+    try:
+        targets = [target_for(name) for name in names]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    picked = {s.strip() for s in scenarios.split(",") if s.strip()}
+    if picked - set(SCENARIOS) or not picked:
+        raise click.UsageError(f"unknown scenarios: {', '.join(sorted(picked - set(SCENARIOS)))}")
+    if interleave and not picked & set(FIXED_RATE):
+        raise click.UsageError(f"--interleave runs only {', '.join(FIXED_RATE)}")
     repeats = repeats or (1 if quick else 3)
     # 20,000 is the target; a machine whose hard open-files limit is lower (this
     # sandbox's is 20,000, and root may not raise it) gets as many as fit, said in the report.
     idle_conns = idle_conns or (2000 if quick else min(20000, raise_nofile() - 500))
     step_s = 2.0 if quick else 5.0
-    config = {"quick": quick, "repeats": repeats, "idle": idle_conns, "step_s": step_s}
+    settle_s = 15.0 if quick else 30.0
+    config = {
+        "quick": quick,
+        "repeats": repeats,
+        "idle": idle_conns,
+        "step_s": step_s,
+        "scenarios": sorted(picked),
+        "interleave": interleave,
+        "sources": {t.name: report.source(t.root) for t in targets},
+    }
     results: list[Result] = []
+    records: list[underattack.AttackRecord] = []
     started = time.monotonic()
-    for name in names:
-        target = TARGETS[name]()
-        say(f"== {name}")
-        target.start()
+    if interleave:
+        say(f"== {', '.join(t.name for t in targets)}, interleaved")
         try:
-            results += run_all(target, repeats, idle_conns, step_s)
+            for target in targets:
+                target.start()
+            results, records = run_fixed(targets, picked, repeats, step_s, settle_s)
         finally:
-            target.stop()
+            for target in targets:
+                target.stop()
+    else:
+        for target in targets:
+            say(f"== {target.name}")
+            target.start()
+            try:
+                r, a = run_all(target, picked, repeats, idle_conns, step_s, settle_s)
+                results += r
+                records += a
+            finally:
+                target.stop()
+    elapsed = {"total_s": round(time.monotonic() - started)}
+    summary = underattack.summarize(records)
+    rows = underattack.before_after(results)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = out / f"bench-{stamp}.json"
     png_path = out / f"bench-{stamp}.png"
-    report.write_json(json_path, results, config)
-    report.chart(png_path, results)
+    report.write_json(
+        json_path,
+        results,
+        {**config, **elapsed},
+        {
+            "under_attack": {"summary": summary, "pairs": [r.as_dict() for r in records]},
+            "before_after": rows,
+        },
+    )
+    charted = report.chart(png_path, results)
     click.echo(report.table(results))
     click.echo("")
     click.echo(report.ratios(results))
+    if summary:
+        click.echo(
+            "\nUnder attack (many rooms + 1 unauthenticated flooder + 1 never-reading ping flooder):"
+        )
+        click.echo(underattack.attack_table(summary))
+        click.echo(underattack.attack_notes(summary))
+    if rows:
+        click.echo("")
+        click.echo(underattack.before_after_table(rows))
     click.echo(f"\nmachine: {report.machine()}")
-    click.echo(f"wrote {json_path} and {png_path} in {time.monotonic() - started:.0f} s")
+    written = f"{json_path} and {png_path}" if charted else str(json_path)
+    click.echo(f"wrote {written} in {time.monotonic() - started:.0f} s")
 
 
 def run_scaleout(
@@ -172,8 +246,88 @@ def run_scaleout(
     click.echo(f"wrote {json_path} in {time.monotonic() - started:.0f} s")
 
 
-def run_all(target: Target, repeats: int, idle_conns: int, step_s: float) -> list[Result]:
+def run_fixed(
+    targets: list[Target], picked: set[str], repeats: int, step_s: float, settle_s: float
+) -> tuple[list[Result], list[underattack.AttackRecord]]:
+    """The fixed-rate scenarios on every target, repeat by repeat across targets (ABBA)."""
     results: list[Result] = []
+    records: list[underattack.AttackRecord] = []
+    if "fan-out" in picked:
+        say("fan-out: 1 room x 500 members, 1 sender")
+        runs = [(t, open_rooms(t, 1, 500, say)) for t in targets]
+        results += fanout_steps(runs, repeats, step_s)
+        for _, rooms in runs:
+            close_rooms(rooms)
+        gevent.sleep(1.0)
+    if picked & {"many-rooms", "under-attack"}:
+        results_m, records = many_rooms(targets, picked, repeats, step_s, settle_s)
+        results += results_m
+    return results, records
+
+
+def fanout_steps(
+    runs: list[tuple[Target, list[Room]]], repeats: int, step_s: float
+) -> list[Result]:
+    results = []
+    for rate, label in ((20, "fan-out 10k/s"), (100, "fan-out 50k/s")):
+        per: dict[str, list[Result]] = {t.name: [] for t, _ in runs}
+        for i in range(repeats):
+            for target, rooms in underattack.alternate(runs, i):
+                per[target.name].append(drive(target, label, rooms, rate=rate, seconds=step_s * 2))
+        for target, _ in runs:
+            best = report.median_result(per[target.name])
+            results.append(best)
+            say(
+                f"  {target.name} {label}: {best.cpu_us_per_delivery} µs/delivery, "
+                f"p99 {best.p99_ms} ms, lost {best.lost}"
+            )
+    return results
+
+
+def many_rooms(
+    targets: list[Target], picked: set[str], repeats: int, step_s: float, settle_s: float
+) -> tuple[list[Result], list[underattack.AttackRecord]]:
+    attack = "under-attack" in picked
+    say(
+        "many rooms: 100 rooms x 10 members, each member 1 message/s"
+        + (" (calm and under attack, alternating)" if attack else "")
+    )
+    runs = [(t, open_rooms(t, 100, 10, say)) for t in targets]
+    try:
+        results, records = underattack.many_rooms_steps(
+            runs, repeats, step_s * 2, attack, LOADGEN_CPU, settle_s, say
+        )
+    finally:
+        for _, rooms in runs:
+            close_rooms(rooms)
+    return results, records
+
+
+def run_all(
+    target: Target, picked: set[str], repeats: int, idle_conns: int, step_s: float, settle_s: float
+) -> tuple[list[Result], list[underattack.AttackRecord]]:
+    results: list[Result] = []
+    if "idle" in picked:
+        results.append(run_idle(target, idle_conns))
+    if "fan-out" in picked or "saturation" in picked:
+        say("fan-out: 1 room x 500 members, 1 sender")
+        rooms = open_rooms(target, 1, 500, say)
+        if "fan-out" in picked:
+            results += fanout_steps([(target, rooms)], repeats, step_s)
+        if "saturation" in picked:
+            results += run_saturation(target, rooms, step_s)
+        close_rooms(rooms)
+        gevent.sleep(1.0)
+    records: list[underattack.AttackRecord] = []
+    if picked & {"many-rooms", "under-attack"} and (
+        "many-rooms" in picked or isinstance(target, Greenroom)
+    ):
+        results_m, records = many_rooms([target], picked, repeats, step_s, settle_s)
+        results += results_m
+    return results, records
+
+
+def run_idle(target: Target, idle_conns: int) -> Result:
     # Idle first, on a fresh process, so RSS per connection is not muddied by earlier load.
     target.prepare(min(idle_conns, 2000))
     gevent.sleep(0.5)
@@ -194,20 +348,14 @@ def run_all(target: Target, repeats: int, idle_conns: int, step_s: float) -> lis
     gevent.sleep(1.0)
     idle = drive(target, "idle", rooms, rate=len(rooms), seconds=1.0, conn_baseline_rss=base_rss)
     # One probe per room on average; what matters is that every probe arrives.
-    results.append(idle)
     say(f"  idle: {idle.rss_per_conn_kib} KiB/conn, delivered {idle.delivered}/{idle.expected}")
     close_rooms(rooms)
     gevent.sleep(1.0)
+    return idle
 
-    say("fan-out: 1 room x 500 members, 1 sender")
-    rooms = open_rooms(target, 1, 500, say)
-    for rate, label in ((20, "fan-out 10k/s"), (100, "fan-out 50k/s")):
-        runs = [drive(target, label, rooms, rate=rate, seconds=step_s * 2) for _ in range(repeats)]
-        best = report.median_result(runs)
-        results.append(best)
-        say(
-            f"  {label}: {best.cpu_us_per_delivery} µs/delivery, p99 {best.p99_ms} ms, lost {best.lost}"
-        )
+
+def run_saturation(target: Target, rooms: list[Room], step_s: float) -> list[Result]:
+    results = []
     say("saturation: raising the fan-out rate until p99 > 200 ms or any loss")
     for rate in (200, 400, 700, 1000, 1500, 2000, 3000, 4000):
         r = drive(target, "saturation", rooms, rate=rate, seconds=step_s)
@@ -217,20 +365,6 @@ def run_all(target: Target, repeats: int, idle_conns: int, step_s: float) -> lis
         )
         if not r.clean or r.p99_ms > 200:
             break
-    close_rooms(rooms)
-    gevent.sleep(1.0)
-
-    say("many rooms: 100 rooms x 10 members, each member 1 message/s")
-    rooms = open_rooms(target, 100, 10, say)
-    runs = [
-        drive(target, "many rooms", rooms, rate=1000, seconds=step_s * 2) for _ in range(repeats)
-    ]
-    best = report.median_result(runs)
-    results.append(best)
-    say(
-        f"  many rooms: {best.cpu_us_per_delivery} µs/delivery, p99 {best.p99_ms} ms, lost {best.lost}"
-    )
-    close_rooms(rooms)
     return results
 
 

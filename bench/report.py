@@ -64,7 +64,10 @@ def table(results: list[Result]) -> str:
             f"{r.p99_ms:.1f} | {r.max_ms:.1f} | {r.lost} | {r.duplicated} | {r.cpu_us_per_delivery:.1f} | "
             f"{'' if math.isnan(r.rss_per_conn_kib) else f'{r.rss_per_conn_kib:.1f}'} | {'yes' if r.loadgen_bound else 'no'} |"
         )
+    steps = ("fan-out 10k/s", "fan-out 50k/s", "saturation")
     for s in servers:
+        if not any(r.server == s and r.scenario in steps for r in results):
+            continue  # neither fan-out nor saturation was run
         best = saturation_max(results, s)
         lines.append(
             f"| {s} | saturation: highest lossless rate with p99 < 200 ms ({best.scenario}) | "
@@ -102,18 +105,47 @@ def ratios(results: list[Result]) -> str:
     return "\n".join(out)
 
 
-def write_json(path: Path, results: list[Result], config: dict[str, Any]) -> None:
+def source(root: Path) -> dict[str, Any]:
+    """Which code a server ran: the checkout's commit and how many files differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {
+        "root": str(root),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_files": len(git("status", "--porcelain", "--untracked-files=no").splitlines()),
+    }
+
+
+def write_json(
+    path: Path, results: list[Result], config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
-            {"machine": machine(), "config": config, "results": [r.as_dict() for r in results]},
+            {
+                "machine": machine(),
+                "config": config,
+                "results": [r.as_dict() for r in results],
+                **(extra or {}),
+            },
             indent=1,
             default=lambda x: None if isinstance(x, float) and math.isnan(x) else x,
         )
     )
 
 
-def chart(path: Path, results: list[Result]) -> None:
+def chart(path: Path, results: list[Result]) -> bool:
+    """The fan-out chart; False (and no file) when no fan-out step was run."""
+    if not any(r.scenario in ("saturation", "fan-out 50k/s") for r in results):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,6 +179,7 @@ def chart(path: Path, results: list[Result]) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return True
 
 
 def summary_stats(values: list[float]) -> float:

@@ -64,6 +64,7 @@ class Target:
 
     name = ""
     ws_path = "/ws"
+    root = ROOT  # the checkout the server runs from
     cpus: frozenset[int] | None = frozenset({SERVER_CPU})  # None: not pinned
 
     def __init__(self) -> None:
@@ -86,7 +87,7 @@ class Target:
         log = open(self._workdir / "server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.command(),
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env(),
             stdout=log,
             stderr=log,
@@ -157,16 +158,22 @@ class Target:
 
 
 class Greenroom(Target):
+    """Greenroom from this checkout, or from another one (`greenroom@PATH`: the same bench,
+    e.g. against a checkout of an older commit, to compare the two in one run)."""
+
     name = "greenroom"
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         super().__init__()
+        if root is not None:
+            self.root = root.resolve()
+            self.name = f"greenroom@{root}"
         self.tokens: list[str] = []
         self._owner = ""
         self._msg_ids = itertools.count(1)
 
     def command(self) -> list[str]:
-        procfile = (ROOT / "Procfile").read_text()
+        procfile = (self.root / "Procfile").read_text()
         web = re.search(r"^web:\s*(.+)$", procfile, re.MULTILINE)
         assert web
         return ["bash", "-c", f"exec {web.group(1)}"]
@@ -186,6 +193,10 @@ class Greenroom(Target):
             "GREENROOM_SEND_RATE_PER_S": "1000000",
             "GREENROOM_SEND_BURST": "1000000",
             "GREENROOM_LOGIN_MAX_FAILURES": "1000000",
+            "GREENROOM_LOGIN_ADDRESS_MAX_FAILURES": "1000000",
+            "GREENROOM_REGISTER_MAX_PER_ADDRESS": "1000000",
+            "GREENROOM_ROOM_CREATE_MAX": "1000000",
+            "GREENROOM_MAX_ROOMS_OWNED": "1000000",
         }
 
     @property
@@ -198,24 +209,24 @@ class Greenroom(Target):
         pool = gevent.pool.Pool(16)
         start = len(self.tokens)
 
-        def account(i: int) -> str:
-            http = requests.Session()
-            name = f"bench{i}"
-            http.post(
-                f"{self.url}/api/auth/register",
-                json={"username": name, "password": "benchmark-pw"},
-                timeout=30,
-            )
-            r = http.post(
-                f"{self.url}/api/auth/login",
-                json={"username": name, "password": "benchmark-pw"},
-                timeout=30,
-            )
-            r.raise_for_status()
-            return r.json()["token"]
-
-        self.tokens += pool.map(account, range(start, wanted))
+        self.tokens += pool.map(lambda i: self.account(f"bench{i}"), range(start, wanted))
         self._owner = self.tokens[0]
+
+    def account(self, name: str) -> str:
+        """Register `name` (if new) and log in: a session token."""
+        http = requests.Session()
+        http.post(
+            f"{self.url}/api/auth/register",
+            json={"username": name, "password": "benchmark-pw"},
+            timeout=30,
+        )
+        r = http.post(
+            f"{self.url}/api/auth/login",
+            json={"username": name, "password": "benchmark-pw"},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()["token"]
 
     def new_room(self) -> str:
         r = requests.post(
@@ -405,3 +416,18 @@ class SocketIOBaseline(Target):
 
 
 TARGETS = {t.name: t for t in (Greenroom, SocketIOBaseline, WebsocketsBaseline)}
+
+
+def target_for(spec: str) -> Target:
+    """A server by name, or `greenroom@PATH`: Greenroom from the checkout at PATH."""
+    name, at, path = spec.partition("@")
+    if not at:
+        if name not in TARGETS:
+            raise ValueError(f"unknown server {spec!r}")
+        return TARGETS[name]()
+    if name != "greenroom" or not path:
+        raise ValueError(f"only greenroom@PATH takes a path, not {spec!r}")
+    root = Path(path)
+    if not (root / "Procfile").is_file() or not (root / "app.py").is_file():
+        raise ValueError(f"{path} is not a Greenroom checkout (no Procfile and app.py)")
+    return Greenroom(root)
