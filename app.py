@@ -17,6 +17,7 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
+from chat import logs  # noqa: E402
 from auth.service import Auth  # noqa: E402
 from chat.backplane import open_backplane  # noqa: E402
 from chat.claim import ClaimError, claim_database  # noqa: E402
@@ -38,12 +39,17 @@ log = logging.getLogger("greenroom")
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log lines to stderr at GREENROOM_LOG_LEVEL, under python app.py and gunicorn alike."""
+    """Log lines to stderr at GREENROOM_LOG_LEVEL, under python app.py and gunicorn alike.
+
+    Every handler, ours and gunicorn's, escapes control characters in what it logs,
+    so no value a client sent can forge a log line.
+    """
     logging.basicConfig(
         level=settings.LOG_LEVEL.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger().setLevel(settings.LOG_LEVEL.upper())
+    logs.install([logging.getLogger(name) for name in ("", "gunicorn.error", "gunicorn.access")])
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -64,7 +70,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.ARGON2_TIME_COST, settings.ARGON2_MEMORY_KIB, settings.ARGON2_PARALLELISM
     )
     auth = Auth(
-        db, passwords, settings, _limiter(backplane, settings, "login"), backplane.clustered
+        db,
+        passwords,
+        settings,
+        _limiter(backplane, settings, "login"),
+        backplane.clustered,
+        address_failures=_limiter(backplane, settings, "login-address"),
+        registrations=_limiter(backplane, settings, "register"),
     )
     registry: RoomRegistry = RoomRegistry()
     auth.live_sessions = registry.live_sessions
@@ -75,7 +87,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.WORKER_TIMEOUT_S,
         on_session_ended=lambda s: auth.touch([s]),
     )
-    chat = Chat(db, settings, registry, presence, backplane, _limiter(backplane, settings, "send"))
+    chat = Chat(
+        db,
+        settings,
+        registry,
+        presence,
+        backplane,
+        _limiter(backplane, settings, "send"),
+        create_limits=_limiter(backplane, settings, "create-room"),
+    )
     backplane.start(chat.on_messages, chat.on_event, chat.connected, presence.tick)
     sweeper = Sweeper(chat, auth, settings)
     app.extensions["greenroom"] = Services(settings, db, auth, chat, presence, sweeper, backplane)
@@ -110,13 +130,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _limiter(backplane: object, settings: Settings, what: str) -> RateLimiter:
     """Per-worker buckets, or buckets shared in Redis when several workers serve one site."""
-    if what == "login":
-        rate, burst = (
-            settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S,
-            settings.LOGIN_MAX_FAILURES,
-        )
+    s = settings
+    if what == "send":
+        rate, burst = s.SEND_RATE_PER_S, s.SEND_BURST
     else:
-        rate, burst = settings.SEND_RATE_PER_S, settings.SEND_BURST
+        count, window = {  # what -> (allowed, per this many seconds)
+            "login": (s.LOGIN_MAX_FAILURES, s.LOGIN_WINDOW_S),
+            "login-address": (s.LOGIN_ADDRESS_MAX_FAILURES, s.LOGIN_ADDRESS_WINDOW_S),
+            "register": (s.REGISTER_MAX_PER_ADDRESS, s.REGISTER_WINDOW_S),
+            "create-room": (s.ROOM_CREATE_MAX, s.ROOM_CREATE_WINDOW_S),
+        }[what]
+        rate, burst = count / window, count
     client = getattr(backplane, "client", None)
     if client is None:
         return RateLimiter(rate, burst)

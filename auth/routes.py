@@ -36,7 +36,9 @@ def current_session() -> Session:
 @bp.post("/register")
 def register() -> tuple[Response, int]:
     body = json_body()
-    username = services().auth.register(body.get("username"), body.get("password"))
+    username = services().auth.register(
+        body.get("username"), body.get("password"), request.remote_addr or ""
+    )
     return jsonify({"username": username}), 201
 
 

@@ -66,6 +66,8 @@ class Auth:
         failures: RateLimiter | None = None,
         clustered: bool = False,
         clock: Callable[[], float] = time.time,
+        address_failures: RateLimiter | None = None,
+        registrations: RateLimiter | None = None,
     ) -> None:
         self._db = db
         self._passwords = passwords
@@ -79,6 +81,25 @@ class Auth:
                 settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S, settings.LOGIN_MAX_FAILURES
             )
         )
+        # Failed logins per client address, whatever the username: spraying many names
+        # from one address would otherwise cost an argon2 check each, unthrottled.
+        self._address_failures = (
+            address_failures
+            if address_failures is not None
+            else RateLimiter(
+                settings.LOGIN_ADDRESS_MAX_FAILURES / settings.LOGIN_ADDRESS_WINDOW_S,
+                settings.LOGIN_ADDRESS_MAX_FAILURES,
+            )
+        )
+        # Registrations per client address: each costs a hash and a row.
+        self._registrations = (
+            registrations
+            if registrations is not None
+            else RateLimiter(
+                settings.REGISTER_MAX_PER_ADDRESS / settings.REGISTER_WINDOW_S,
+                settings.REGISTER_MAX_PER_ADDRESS,
+            )
+        )
         self.live_sessions: Callable[[], Collection[str]] = frozenset
         # Writing last_active on every request would put a commit on every call.
         self._touch_after_s = min(60.0, settings.SESSION_IDLE_TIMEOUT_S / 4)
@@ -87,9 +108,12 @@ class Auth:
         self._clustered = clustered
         self._kept_alive_at = 0.0
 
-    def register(self, username: object, password: object) -> str:
+    def register(self, username: object, password: object, client: str = "") -> str:
         username = check_username(username)
         password = check_password(password)
+        wait = self._registrations.acquire(client, self._clock())
+        if wait > 0:
+            raise rate_limited(wait)
         password_hash = self._passwords.hash(password)
         self._db.run(store.create_user, username, password_hash, self._clock())
         log.info("registered user %s", username)
@@ -99,22 +123,40 @@ class Auth:
         """Return (token, canonical username); the token is never stored or logged.
 
         Failures are counted per username and client address, so a stranger guessing
-        cannot lock the real user out from their own address.
+        cannot lock the real user out from their own address; and per client address
+        across all usernames, so spraying names from one address is throttled too.
+        Both budgets, and the password's length, are checked before any hashing.
         """
         if not isinstance(username, str) or not isinstance(password, str):
             raise bad_request("Send a JSON object with string fields username and password.")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise bad_request(
+                f"A password is at most {MAX_PASSWORD_CHARS} characters.", code="invalid_password"
+            )
         key = f"{username.lower()[:64]}|{client}"
-        wait = self._failures.wait_time(key, self._clock())
+        now = self._clock()
+        wait = max(
+            self._failures.wait_time(key, now), self._address_failures.wait_time(client, now)
+        )
         if wait > 0:
             raise rate_limited(wait)
         row = self._db.run(store.find_user, username) if USERNAME_RE.fullmatch(username) else None
         # A password that is not valid text can never match; it is still hashed, for even timing.
-        candidate = password[:MAX_PASSWORD_CHARS] if is_utf8(password) else ""
+        candidate = password if is_utf8(password) else ""
         ok = self._passwords.verify(row["password_hash"] if row else None, candidate)
         ok = ok and bool(candidate)
         if not ok:
-            self._failures.charge(key, self._clock())
-            log.info("failed login for %s", key)
+            now = self._clock()
+            self._failures.charge(key, now)
+            self._address_failures.charge(client, now)
+            # Only an existing account's name is logged: what was typed as a username
+            # may be a password typed into the wrong field.
+            if row is not None:
+                log.info("failed login for %s from %s", row["username"], client)
+            else:
+                log.info(
+                    "failed login for an unknown user (%d chars) from %s", len(username), client
+                )
             raise ChatError(401, "invalid_credentials", "The username or password is wrong.")
         token = new_token()
         self._db.run(store.create_session, hash_token(token), row["username"], self._clock())
@@ -167,4 +209,6 @@ class Auth:
         if expired:
             log.info("expired %d idle sessions", len(expired))
         self._failures.prune(now)
+        self._address_failures.prune(now)
+        self._registrations.prune(now)
         return expired

@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 from chat.database import IntegrityError
 from chat.errors import conflict
+from chat.paging import ListPage
 
 
 def create_user(conn: sqlite3.Connection, username: str, password_hash: str, now: float) -> None:
@@ -27,8 +28,17 @@ def find_user(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
     ).fetchone()
 
 
-def list_users(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute("SELECT username, last_seen FROM users ORDER BY username_key").fetchall()
+def list_users(
+    conn: sqlite3.Connection, after: tuple[object, ...] | None, limit: int
+) -> ListPage[sqlite3.Row]:
+    """Users in username_key order (the primary key's), after `after`."""
+    rows = conn.execute(
+        "SELECT username_key, username, last_seen FROM users WHERE username_key > ?"
+        " ORDER BY username_key LIMIT ?",
+        (after[0] if after is not None else "", limit + 1),
+    ).fetchall()
+    last = rows[limit - 1] if len(rows) > limit else None
+    return ListPage(rows[:limit], None if last is None else (last["username_key"],))
 
 
 def set_last_seen(conn: sqlite3.Connection, username: str, now: float) -> None:

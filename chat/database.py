@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS rooms (
     created_at REAL NOT NULL,
     last_seq INTEGER NOT NULL DEFAULT 0
 );
+-- GET /api/rooms pages in (created_at, id) order; the owned-room cap counts by owner.
+CREATE INDEX IF NOT EXISTS rooms_by_created ON rooms(created_at, id);
+CREATE INDEX IF NOT EXISTS rooms_by_owner ON rooms(owner);
 CREATE TABLE IF NOT EXISTS members (
     room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
     username TEXT NOT NULL REFERENCES users(username),

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from auth.routes import current_session, login_required
 from chat.errors import bad_request
 from chat.http import json_body, no_content, services
+from chat.paging import encode_cursor, parse_page_args
 from chat.protocol import MAX_ROOM_ID_CHARS
 from chat.store import room_not_found
 
@@ -37,6 +38,11 @@ def _int_arg(name: str) -> int | None:
     return int(raw)
 
 
+def _page_args(shape: tuple[type, ...]) -> tuple[int, tuple[object, ...] | None]:
+    s = services().settings
+    return parse_page_args(request.args, shape, s.LIST_PAGE_SIZE, s.LIST_MAX_PAGE_SIZE)
+
+
 @bp.post("")
 @login_required
 def create_room() -> tuple[Response, int]:
@@ -50,7 +56,9 @@ def create_room() -> tuple[Response, int]:
 @bp.get("")
 @login_required
 def list_rooms() -> Response:
-    return jsonify({"rooms": services().chat.list_rooms(_user())})
+    limit, after = _page_args((float, str))
+    page = services().chat.list_rooms(_user(), after, limit)
+    return jsonify({"rooms": page.items, "next_cursor": encode_cursor(page.next_key)})
 
 
 @bp.get("/<room_id>")
@@ -82,7 +90,9 @@ def leave(room_id: str) -> Response:
 @bp.get("/<room_id>/members")
 @login_required
 def members(room_id: str) -> Response:
-    return jsonify({"members": services().chat.members(_user(), _room_id(room_id))})
+    limit, after = _page_args((str,))
+    page = services().chat.members(_user(), _room_id(room_id), after, limit)
+    return jsonify({"members": page.items, "next_cursor": encode_cursor(page.next_key)})
 
 
 @bp.post("/<room_id>/invites")

@@ -17,6 +17,7 @@ from chat.connection import CLOSE_UNAUTHORIZED, Connection
 from chat.database import Database
 from chat.errors import ChatError, bad_request, forbidden, not_found, rate_limited
 from chat.fanout import Fanout
+from chat.paging import ListPage
 from chat.protocol import (
     check_body,
     check_client_msg_id,
@@ -66,6 +67,7 @@ class Chat:
         backplane: LocalBackplane,
         send_limits: RateLimiter,
         clock: Callable[[], float] = time.time,
+        create_limits: RateLimiter | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -76,6 +78,15 @@ class Chat:
         self.fanout = Fanout(registry, self._fetch_frames, settings.GAP_WAIT_S)
         self.writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, self._publish_messages)
         self.send_limits = send_limits
+        # Rooms created per user (ROOM_CREATE_MAX per ROOM_CREATE_WINDOW_S). Not `or`: an
+        # empty RateLimiter is falsy (it has __len__).
+        self.create_limits = (
+            create_limits
+            if create_limits is not None
+            else RateLimiter(
+                settings.ROOM_CREATE_MAX / settings.ROOM_CREATE_WINDOW_S, settings.ROOM_CREATE_MAX
+            )
+        )
         self._typing: dict[tuple[str, str], float] = {}  # (user, room) -> when last forwarded
 
     # ---- rooms -------------------------------------------------------------
@@ -103,8 +114,17 @@ class Chat:
             private = False
         if not isinstance(private, bool):
             raise invalid_room("private is true or false.")
+        wait = self.create_limits.acquire(username, self._clock())
+        if wait > 0:
+            raise rate_limited(wait)
         room = self._db.run(
-            store.create_room, username, name.strip(), capacity, private, self._clock()
+            store.create_room,
+            username,
+            name.strip(),
+            capacity,
+            private,
+            self._clock(),
+            s.MAX_ROOMS_OWNED,
         )
         log.info(
             "room %s created by %s (capacity %d, private %s)",
@@ -115,8 +135,10 @@ class Chat:
         )
         return room
 
-    def list_rooms(self, username: str) -> list[dict[str, object]]:
-        return self._db.run(store.list_rooms, username)
+    def list_rooms(
+        self, username: str, after: tuple[object, ...] | None, limit: int
+    ) -> ListPage[dict[str, object]]:
+        return self._db.run(store.list_rooms, username, after, limit)
 
     def get_room(self, username: str, room_id: str) -> dict[str, object]:
         room, names = self._db.run(store.get_room, room_id, username)
@@ -143,9 +165,12 @@ class Chat:
         self.backplane.emit({"k": "left", "r": room_id, "u": username})
         log.info("%s left room %s", username, room_id)
 
-    def members(self, username: str, room_id: str) -> list[dict[str, object]]:
-        names = self._db.run(store.member_names, room_id, username)
-        return [{"username": n, "status": self.presence.status(n)} for n in names]
+    def members(
+        self, username: str, room_id: str, after: tuple[object, ...] | None, limit: int
+    ) -> ListPage[dict[str, object]]:
+        page = self._db.run(store.member_page, room_id, username, after, limit)
+        items = [{"username": n, "status": self.presence.status(n)} for n in page.items]
+        return ListPage(items, page.next_key)
 
     def invite(self, username: str, room_id: str, invitee: object) -> str:
         if not isinstance(invitee, str) or not invitee:
@@ -396,6 +421,7 @@ class Chat:
     def prune(self, now: float) -> None:
         """Forget rate-limit and typing state that no longer matters."""
         self.send_limits.prune(now)
+        self.create_limits.prune(now)
         self.fanout.prune()
         horizon = now - self._settings.TYPING_INTERVAL_S
         for key in [k for k, t in self._typing.items() if t < horizon]:

@@ -55,6 +55,17 @@ class Settings:
     LOGIN_WINDOW_S: float = 60.0
     TYPING_INTERVAL_S: float = 1.0
 
+    # Creation limits, list paging and the login budget per address (issue 9, findings 5 and 9)
+    REGISTER_MAX_PER_ADDRESS: int = 10
+    REGISTER_WINDOW_S: float = 3600.0
+    ROOM_CREATE_MAX: int = 10
+    ROOM_CREATE_WINDOW_S: float = 60.0
+    MAX_ROOMS_OWNED: int = 100
+    LOGIN_ADDRESS_MAX_FAILURES: int = 20
+    LOGIN_ADDRESS_WINDOW_S: float = 60.0
+    LIST_PAGE_SIZE: int = 100
+    LIST_MAX_PAGE_SIZE: int = 500
+
     MAX_FRAME_BYTES: int = 65_536
     MAX_REQUEST_BYTES: int = 65_536
     OUTBOX_MAX_FRAMES: int = 1_000
@@ -126,3 +137,5 @@ def _check(settings: Settings) -> None:
             "GREENROOM_WORKER_TIMEOUT_S must exceed twice GREENROOM_HEARTBEAT_S, or live workers "
             "would be taken for dead"
         )
+    if settings.LIST_PAGE_SIZE > settings.LIST_MAX_PAGE_SIZE:
+        raise SettingsError("GREENROOM_LIST_PAGE_SIZE exceeds GREENROOM_LIST_MAX_PAGE_SIZE")

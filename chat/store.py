@@ -13,6 +13,7 @@ import sqlite3
 
 from chat.database import DatabaseError
 from chat.errors import ChatError, conflict, forbidden, not_found
+from chat.paging import ListPage
 from chat.protocol import iso
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,28 @@ def _member_count(conn: sqlite3.Connection, room_id: str) -> int:
     return conn.execute("SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,)).fetchone()[0]
 
 
+def too_many_rooms(max_owned: int) -> ChatError:
+    return conflict(
+        "too_many_rooms", f"You own {max_owned} rooms, the most allowed: delete one first."
+    )
+
+
 def create_room(
-    conn: sqlite3.Connection, owner: str, name: str, capacity: int, private: bool, now: float
+    conn: sqlite3.Connection,
+    owner: str,
+    name: str,
+    capacity: int,
+    private: bool,
+    now: float,
+    max_owned: int,
 ) -> dict[str, object]:
+    # The owner's row is locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises)
+    # so that two creations at once cannot both pass the cap.
+    suffix = getattr(conn, "for_update", "")
+    conn.execute("SELECT 1 FROM users WHERE username = ?" + suffix, (owner,)).fetchone()
+    owned = conn.execute("SELECT COUNT(*) FROM rooms WHERE owner = ?", (owner,)).fetchone()[0]
+    if owned >= max_owned:
+        raise too_many_rooms(max_owned)
     while True:
         room_id = new_room_id()
         if conn.execute("SELECT 1 FROM rooms WHERE id = ?", (room_id,)).fetchone() is None:
@@ -98,24 +118,35 @@ def create_room(
     return room_dict(_room(conn, room_id))
 
 
-def list_rooms(conn: sqlite3.Connection, username: str) -> list[dict[str, object]]:
-    """Public rooms, and private rooms the user belongs to or is invited to."""
+def list_rooms(
+    conn: sqlite3.Connection, username: str, after: tuple[object, ...] | None, limit: int
+) -> ListPage[dict[str, object]]:
+    """Public rooms, and private rooms the user owns, belongs to or is invited to.
+
+    Keyset pages in creation order: (created_at, id) is unique, and the rows after
+    `after` are read through the rooms_by_created index, so a page costs its own rows.
+    """
+    created, room_id = after if after is not None else (-1.0, "")
     rows = conn.execute(
         """
         SELECT r.*, (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id) AS member_count,
                EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?) AS member
         FROM rooms r
-        WHERE r.private = 0
-           OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?)
-           OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.username = ?)
+        WHERE (r.created_at > ? OR (r.created_at = ? AND r.id > ?))
+          AND (r.private = 0 OR r.owner = ?
+               OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?)
+               OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.username = ?))
         ORDER BY r.created_at, r.id
+        LIMIT ?
         """,
-        (username, username, username),
+        (username, created, created, room_id, username, username, username, limit + 1),
     ).fetchall()
-    return [
+    items = [
         {**room_dict(r), "member_count": r["member_count"], "member": bool(r["member"])}
-        for r in rows
+        for r in rows[:limit]
     ]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return ListPage(items, None if last is None else (last["created_at"], last["id"]))
 
 
 def get_room(
@@ -124,7 +155,12 @@ def get_room(
     """The room and its member names, if the user may see it."""
     row = _room(conn, room_id)
     member = _is_member(conn, room_id, username)
-    if row["private"] and not member and not _is_invited(conn, room_id, username):
+    if (
+        row["private"]
+        and not member
+        and row["owner"] != username
+        and not _is_invited(conn, room_id, username)
+    ):
         raise room_restricted(room_id)
     names = [
         r[0]
@@ -150,7 +186,8 @@ def join_room(
     row = _room(conn, room_id, lock=True)
     new = not _is_member(conn, room_id, username)
     if new:
-        if row["private"] and not _is_invited(conn, room_id, username):
+        # The owner may always come back, even to a private room they left.
+        if row["private"] and row["owner"] != username and not _is_invited(conn, room_id, username):
             raise room_restricted(room_id)
         if _member_count(conn, room_id) >= row["capacity"]:
             raise conflict("room_full", f"Room {room_id} is full ({row['capacity']} members).")
@@ -186,6 +223,23 @@ def member_names(conn: sqlite3.Connection, room_id: str, username: str) -> list[
             "SELECT username FROM members WHERE room_id = ? ORDER BY username", (room_id,)
         )
     ]
+
+
+def member_page(
+    conn: sqlite3.Connection,
+    room_id: str,
+    username: str,
+    after: tuple[object, ...] | None,
+    limit: int,
+) -> ListPage[str]:
+    """Member names in username order (the primary key's), after `after`; members only."""
+    require_member(conn, room_id, username)
+    rows = conn.execute(
+        "SELECT username FROM members WHERE room_id = ? AND username > ? ORDER BY username LIMIT ?",
+        (room_id, after[0] if after is not None else "", limit + 1),
+    ).fetchall()
+    names = [r[0] for r in rows[:limit]]
+    return ListPage(names, (names[-1],) if len(rows) > limit else None)
 
 
 def invite(conn: sqlite3.Connection, room_id: str, owner: str, invitee_key: str) -> str:

@@ -1,20 +1,28 @@
-"""REST routes for user status: everyone with status and last_seen, or one user."""
+"""REST routes for user status: everyone with status and last_seen (in pages), or one user."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from auth.routes import login_required
 from chat.errors import not_found
 from chat.http import services
+from chat.paging import encode_cursor, parse_page_args
 
 bp = Blueprint("presence", __name__, url_prefix="/api/users")
+
+
+def _page_args(shape: tuple[type, ...]) -> tuple[int, tuple[object, ...] | None]:
+    s = services().settings
+    return parse_page_args(request.args, shape, s.LIST_PAGE_SIZE, s.LIST_MAX_PAGE_SIZE)
 
 
 @bp.get("")
 @login_required
 def list_users() -> Response:
-    return jsonify({"users": services().presence.users()})
+    limit, after = _page_args((str,))
+    page = services().presence.users(after, limit)
+    return jsonify({"users": page.items, "next_cursor": encode_cursor(page.next_key)})
 
 
 @bp.get("/<username>")

@@ -22,6 +22,7 @@ from auth import store as user_store
 from chat import store as room_store
 from chat.backplane import LocalBackplane
 from chat.database import Database
+from chat.paging import ListPage
 from chat.protocol import iso, text_frame
 from chat.rooms import RoomRegistry
 from presence.cluster import OnlineMap
@@ -173,11 +174,11 @@ class Presence:
             "last_seen": iso(seen) if seen is not None else None,
         }
 
-    def users(self) -> list[dict[str, object]]:
-        return [
-            self.describe(r["username"], r["last_seen"])
-            for r in self._db.run(user_store.list_users)
-        ]
+    def users(self, after: tuple[object, ...] | None, limit: int) -> ListPage[dict[str, object]]:
+        page = self._db.run(user_store.list_users, after, limit)
+        return ListPage(
+            [self.describe(r["username"], r["last_seen"]) for r in page.items], page.next_key
+        )
 
     def user(self, username: str) -> dict[str, object] | None:
         row = self._db.run(user_store.find_user, username)

@@ -41,6 +41,10 @@ FAST_SETTINGS = {
     "GREENROOM_SEND_RATE_PER_S": "1000",
     "GREENROOM_SEND_BURST": "1000",
     "GREENROOM_LOGIN_MAX_FAILURES": "1000",
+    # The suite registers hundreds of users and creates many rooms from 127.0.0.1.
+    "GREENROOM_REGISTER_MAX_PER_ADDRESS": "100000",
+    "GREENROOM_ROOM_CREATE_MAX": "100000",
+    "GREENROOM_LOGIN_ADDRESS_MAX_FAILURES": "100000",
 }
 
 _names = itertools.count(1)
@@ -353,6 +357,20 @@ class Api:
         r = self.login(name)
         assert r.status_code == 200, r.text
         return User(name, r.json()["token"], self)
+
+    def list_all(self, path: str, token: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged list (rooms, users, members), following next_cursor to the end."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(10_000):
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            r = self.get(path, token, params=query)
+            assert r.status_code == 200, r.text
+            items += r.json()[key]
+            cursor = r.json().get("next_cursor")
+            if cursor is None:
+                return items
+        raise AssertionError(f"{path} never ended")
 
     def create_room(self, user: User, name: str = "room", **fields: Any) -> dict[str, Any]:
         r = self.post("/api/rooms", user.token, json={"name": name, **fields})

@@ -45,6 +45,7 @@ from tests.support import (
     new_postgres_schema,
     postgres_unavailable,
     redis_unavailable,
+    unique_name,
     wait_for,
 )
 
@@ -109,9 +110,7 @@ def connect(user: User, server: ServerProcess, opened: list[WS]) -> WS:
 
 def statuses(api: Api, user: User) -> dict[str, str]:
     """username -> online/offline, as GET /api/users on api's process says."""
-    r = api.get("/api/users", user.token)
-    assert r.status_code == 200, r.text
-    return {u["username"]: u["status"] for u in r.json()["users"]}
+    return {u["username"]: u["status"] for u in api.list_all("/api/users", user.token, "users")}
 
 
 def health(server: ServerProcess) -> dict[str, Any]:
@@ -695,18 +694,24 @@ def test_a_session_with_a_socket_on_one_process_never_expires_on_another(
 def test_send_and_login_limits_are_shared_by_all_processes(
     make_cluster: Callable[..., Cluster], sockets: list[WS]
 ) -> None:
-    """A burst of 5 sends is 5 in total, not 5 per process; 3 failed logins are 3 in total."""
+    """A burst of 5 sends is 5 in total, not 5 per process; so are 3 failed logins, 2 registrations and 2 rooms."""
     cluster = make_cluster(
         2,
         {
             "GREENROOM_SEND_BURST": "5",
             "GREENROOM_SEND_RATE_PER_S": "0.1",
             "GREENROOM_LOGIN_MAX_FAILURES": "3",
+            "GREENROOM_REGISTER_MAX_PER_ADDRESS": "2",
+            "GREENROOM_ROOM_CREATE_MAX": "2",
         },
     )
     apis = [Api(cluster[0]), Api(cluster[1])]
     user = apis[0].new_user("chatty")
     room = apis[0].create_room(user, "limits")["id"]
+    assert apis[1].register(unique_name("second")).status_code == 201
+    assert apis[0].register(unique_name("third")).status_code == 429
+    assert apis[1].post("/api/rooms", user.token, json={"name": "second"}).status_code == 201
+    assert apis[0].post("/api/rooms", user.token, json={"name": "third"}).status_code == 429
     both = [connect(user, server, sockets) for server in cluster.servers]
     for ws in both:
         ws.join(room)

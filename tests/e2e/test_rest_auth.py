@@ -296,9 +296,7 @@ def test_me_reports_username_and_status(api: Api, alice: User) -> None:
 def test_users_lists_everyone_with_status(api: Api, alice: User, bob: User) -> None:
     """GET /api/users lists every user with status and last_seen, online ones marked online."""
     with bob.ws():
-        r = api.get("/api/users", alice.token)
-        assert r.status_code == 200, r.text
-        users = {u["username"]: u for u in r.json()["users"]}
+        users = {u["username"]: u for u in api.list_all("/api/users", alice.token, "users")}
     assert {alice.name, bob.name} <= set(users)
     for u in users.values():
         assert set(u) >= {"username", "status", "last_seen"}, u

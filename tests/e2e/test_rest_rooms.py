@@ -25,9 +25,7 @@ def carol(api: Api) -> User:
 
 
 def room_ids(api: Api, user: User) -> set[str]:
-    r = api.get("/api/rooms", user.token)
-    assert r.status_code == 200, r.text
-    return {room["id"] for room in r.json()["rooms"]}
+    return {room["id"] for room in api.list_all("/api/rooms", user.token, "rooms")}
 
 
 def member_names(api: Api, user: User, room: str) -> list[str]:
@@ -159,7 +157,7 @@ def test_list_rooms_shows_public_and_own_private_only(
 def test_list_rooms_entries_are_rooms(api: Api, alice: User) -> None:
     """Each entry of the room list carries the room fields."""
     room = api.create_room(alice, "listed", capacity=7)
-    listed = {r["id"]: r for r in api.get("/api/rooms", alice.token).json()["rooms"]}
+    listed = {r["id"]: r for r in api.list_all("/api/rooms", alice.token, "rooms")}
     entry = listed[room["id"]]
     assert set(entry) >= ROOM_FIELDS
     assert (entry["name"], entry["owner"], entry["capacity"], entry["private"]) == (
