@@ -17,8 +17,8 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
-from chat import logs  # noqa: E402
 from auth.service import Auth  # noqa: E402
+from chat import logs  # noqa: E402
 from chat.backplane import open_backplane  # noqa: E402
 from chat.claim import ClaimError, claim_database  # noqa: E402
 from chat.connection import CLOSE_GOING_AWAY  # noqa: E402
