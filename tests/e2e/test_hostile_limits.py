@@ -10,6 +10,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 
 from tests.support import Api, ServerProcess, unique_name
@@ -192,11 +193,12 @@ def test_over_long_password_at_login_is_refused(
 FORGED = "2026-01-01 00:00:00 INFO greenroom: forged"
 
 
+@pytest.mark.parametrize("kind", ["app", "gunicorn"])
 def test_log_lines_cannot_be_forged_and_passwords_stay_out(
-    make_server: Callable[..., ServerProcess],
+    make_server: Callable[..., ServerProcess], kind: str
 ) -> None:
     """A newline or ESC in a login's username forges no log line, and a password typed as username is not logged."""
-    server = make_server("logs")
+    server = make_server("logs", kind=kind)
     api = Api(server)
     real = api.new_user("real")
     secret = "Correct-Horse-Battery-9f3a"
