@@ -13,7 +13,6 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 import gevent.socket  # noqa: E402
 from flask import Flask, Response, jsonify  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
@@ -27,6 +26,7 @@ from chat.http import Services, register_error_handlers  # noqa: E402
 from chat.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
 from chat.rooms import RoomRegistry  # noqa: E402
 from chat.routes import bp as rooms_bp  # noqa: E402
+from chat.server import Limits, Server  # noqa: E402
 from chat.service import Chat  # noqa: E402
 from chat.settings import Settings, SettingsError, load_settings  # noqa: E402
 from chat.ws import bp as ws_bp  # noqa: E402
@@ -196,7 +196,9 @@ def main() -> None:
     listener.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
     listener.bind((settings.HOST, settings.PORT))
     listener.listen(1024)
-    server = WSGIServer(listener, app, log=None, error_log=log)
+    # Our handler adds header/body/keep-alive deadlines, fairness between connections,
+    # a closed connection after every WebSocket, and JSON refusals (chat/server.py).
+    server = Server(listener, app, Limits.from_settings(settings), log=None, error_log=log)
     server.start()
     host, port = server.address[:2]
     log.info("listening on http://%s:%d", host, port)

@@ -10,6 +10,12 @@ to start, saying why.
 import os
 import sys
 
+# The request-line and header limits `python app.py` applies too (chat/server.py), so a
+# request is refused the same way, with the same JSON 414 or 431, under either server.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     workers = server.cfg.workers

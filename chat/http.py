@@ -81,12 +81,16 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
     code = {
         404: "not_found",
         405: "method_not_allowed",
+        408: "request_timeout",
         413: "payload_too_large",
+        414: "uri_too_long",
         415: "bad_request",
+        431: "headers_too_large",
     }.get(status, "bad_request" if status < 500 else "internal_error")
     message = {
         404: "There is no such route.",
         405: "That method is not allowed on this route.",
+        408: "The request body did not arrive in time.",
         413: "The request body is too large.",
     }.get(status, exc.description or exc.name)
     return error_response(ChatError(status, code, message))
@@ -97,7 +101,17 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
     return error_response(ChatError(500, "internal_error", "Something went wrong on the server."))
 
 
+def _refuse_doubled_slashes() -> tuple[Response, int] | None:
+    """404 for //path: Werkzeug's matcher strips leading slashes, so //healthz would be served."""
+    path = request.environ.get("PATH_INFO", "")
+    if path.startswith("/") and not path.startswith("//"):
+        return None
+    return error_response(ChatError(404, "not_found", "There is no such route."))
+
+
 def register_error_handlers(app: Flask) -> None:
+    """JSON for every refusal, and a 404 for paths Werkzeug would otherwise quietly normalise."""
+    app.before_request(_refuse_doubled_slashes)
     app.register_error_handler(ChatError, error_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

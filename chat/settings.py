@@ -71,6 +71,11 @@ class Settings:
     OUTBOX_MAX_FRAMES: int = 1_000
     OUTBOX_MAX_BYTES: int = 1_048_576
 
+    # HTTP deadlines for slow and idle clients, under both servers (issue 9, finding 4)
+    HEADER_TIMEOUT_S: float = 10.0
+    BODY_TIMEOUT_S: float = 30.0
+    KEEPALIVE_TIMEOUT_S: float = 15.0
+
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65_536
     ARGON2_PARALLELISM: int = 4
