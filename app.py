@@ -30,7 +30,7 @@ from chat.server import Limits, Server  # noqa: E402
 from chat.service import Chat  # noqa: E402
 from chat.settings import Settings, SettingsError, load_settings  # noqa: E402
 from chat.ws import bp as ws_bp  # noqa: E402
-from chat.ws import sock  # noqa: E402
+from chat.ws import server_options, sock  # noqa: E402
 from presence.routes import bp as users_bp  # noqa: E402
 from presence.sweeper import Sweeper  # noqa: E402
 from presence.tracker import Presence  # noqa: E402
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_REQUEST_BYTES
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_FRAME_BYTES}
+    app.config["SOCK_SERVER_OPTIONS"] = server_options(settings.MAX_FRAME_BYTES)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
     app.url_map.merge_slashes = False

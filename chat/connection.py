@@ -1,16 +1,25 @@
-"""One WebSocket connection's outgoing side: a bounded outbox drained by a single writer greenlet.
+"""One WebSocket connection: a bounded outbox drained by a single writer greenlet, and a fair, budgeted reader.
 
 simple-websocket lets any greenlet write to the socket, which is unsafe when two do
 at once and truncates frames under a slow reader. So the socket inside the
 simple-websocket object is replaced by a proxy: its own pong and close replies go
-into our outbox too, and only the writer greenlet ever writes to the socket.
-Broadcasts only append encoded frames here and never wait on a socket.
+into our outbox too, bounded like everything else, and only the writer greenlet
+ever writes to the socket. Broadcasts only append encoded frames here and never
+wait on a socket.
+
+The same proxy is where simple-websocket's reader greenlet reads. Before each read
+it yields to the hub (a socket with data waiting never blocks, so the reader would
+otherwise never let anyone else run), waits while the inbound queue is full, and
+waits while the client is over its inbound budget (chat/budget.py), which leaves
+TCP to push back. A client that stays over budget is closed with 4029.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +29,9 @@ from gevent.event import Event
 from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
 
+from chat.budget import FrameCounter, InboundBudget
 from chat.protocol import PING_FRAME, text_frame
+from chat.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +41,82 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_TIMEOUT = 4002
 CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_MANY_FRAMES = 4029
+# How the reader yields before each read. A timer, however short, makes the hub go
+# round its loop and poll I/O; gevent.sleep(0) only ran other callbacks: measured
+# under a ping flood, another user's request took 0.5-0.9 s with sleep(0) and
+# 50-90 ms with this (and under 10 ms once the inbound budget applies).
+READ_YIELD_S = 0.00001
+
+
+@dataclasses.dataclass(frozen=True)
+class InboundLimits:
+    """What one connection may send and have queued (the GREENROOM_INBOUND_* settings)."""
+
+    frames_per_s: float = 100.0
+    burst_frames: int = 500
+    bytes_per_s: float = 524_288.0
+    burst_bytes: int = 2_097_152
+    over_budget_close_s: float = 10.0
+    max_queued_frames: int = 64
+    max_queued_bytes: int = 262_144
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> InboundLimits:
+        return cls(
+            s.INBOUND_FRAMES_PER_S,
+            s.INBOUND_BURST_FRAMES,
+            s.INBOUND_BYTES_PER_S,
+            s.INBOUND_BURST_BYTES,
+            s.INBOUND_OVER_BUDGET_CLOSE_S,
+            s.INBOUND_MAX_QUEUED_FRAMES,
+            s.INBOUND_MAX_QUEUED_BYTES,
+        )
+
+
+class ReaderGreenlet(gevent.Greenlet):
+    """simple-websocket's reader as a plain greenlet (its `thread_class`).
+
+    Its start() only schedules it: patched threading.Thread.start() would run it at
+    once, so it would read (and, on a hang-up, close the socket) before the handler
+    has wrapped the socket in our proxy.
+    """
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(target)
+
+
+class _Inbox(list):  # type: ignore[type-arg]
+    """simple-websocket's queue of received messages: it counts its bytes and says when one is taken."""
+
+    def __init__(self, items: list[str | bytes], on_take: Callable[[], None]) -> None:
+        super().__init__(items)
+        self.bytes = sum(sys.getsizeof(item) for item in items)
+        self._on_take = on_take
+
+    def append(self, item: str | bytes) -> None:
+        super().append(item)
+        self.bytes += sys.getsizeof(item)
+
+    def pop(self, index: int = -1) -> str | bytes:  # type: ignore[override]
+        item = super().pop(index)
+        self.bytes -= sys.getsizeof(item)
+        self._on_take()
+        return item
 
 
 class _SocketProxy:
-    """What simple-websocket sees as its socket: reads count as signs of life, writes are queued."""
+    """What simple-websocket sees as its socket: reads are paced and counted, writes are queued."""
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self._sock = sock
         self._conn = conn
 
     def recv(self, size: int) -> bytes:
+        if not self._conn.before_read():
+            return b""  # simple-websocket takes this for the end of the stream: its reader stops
         data = self._sock.recv(size)
-        self._conn.heard()
+        self._conn.after_read(data)
         return data
 
     def send(self, data: bytes) -> int:
@@ -65,17 +140,35 @@ class Connection:
         max_bytes: int,
         close_timeout_s: float,
         clock: Callable[[], float] = time.time,
+        inbound: InboundLimits | None = None,
     ) -> None:
         self.ws = ws
         self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
         # gevent's socket wraps the OS socket; the fast path in push() uses it directly.
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
         self._writing = False
+        self._inflight = 0  # bytes the writer has taken from the outbox and not yet written
         self._partial_head = False  # the outbox starts with the rest of a half-written frame
-        # Frames are written as soon as they are queued; Nagle would hold small ones back.
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            # Frames are written as soon as they are queued; Nagle would hold small ones back.
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # the client is already gone: the reader's first recv will say so
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
         self._clock = clock
+        self._limits = inbound or InboundLimits()
+        self._budget = InboundBudget(
+            self._limits.frames_per_s,
+            self._limits.burst_frames,
+            self._limits.bytes_per_s,
+            self._limits.burst_bytes,
+            clock(),
+        )
+        self._frames = FrameCounter()
+        self._reader_wake = Event()  # set when the reader may have something new to check
+        self._stopped_reading = False  # we ended the reader (closing), not the client
+        self._inbox = _Inbox(list(ws.input_buffer), self._reader_wake.set)  # type: ignore[attr-defined]
+        ws.input_buffer = self._inbox  # type: ignore[attr-defined]
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._close_timeout_s = close_timeout_s
@@ -114,6 +207,48 @@ class Connection:
 
     def heard(self) -> None:
         self.last_heard = self._clock()
+
+    def before_read(self) -> bool:
+        """Yield, then wait until this connection may read; False: stop reading for good.
+
+        The reader waits while the handler has a full queue of frames to work through,
+        and while the client is over its inbound budget. A client over budget for
+        over_budget_close_s is closed with 4029. Once the connection is closing, a
+        reader that would have to wait stops instead: nobody handles what it reads.
+        """
+        limits = self._limits
+        while True:
+            inbox_full = (
+                len(self._inbox) >= limits.max_queued_frames
+                or self._inbox.bytes >= limits.max_queued_bytes
+            )
+            now = self._clock()
+            wait = None if inbox_full else self._budget.wait_s(now)
+            if wait is not None and wait <= 0:
+                break
+            if self.close_code is not None:
+                self._stopped_reading = True
+                return False
+            if wait is not None and self._budget.held_s(now) >= limits.over_budget_close_s:
+                log.info(
+                    "closing %s: over the inbound budget for %.1f s",
+                    self.username or "an unauthenticated client",
+                    self._budget.held_s(now),
+                )
+                self.close(CLOSE_TOO_MANY_FRAMES, "too many frames: slow down")
+                self._stopped_reading = True
+                return False
+            self._reader_wake.clear()
+            self._reader_wake.wait(wait)
+        # A socket with data waiting never blocks, so without this a flood would hold the hub.
+        gevent.sleep(READ_YIELD_S)
+        return True
+
+    def after_read(self, data: bytes) -> None:
+        """Count what one read brought in against the budget (a sign of life too)."""
+        now = self._clock()
+        self.last_heard = now
+        self._budget.charge(now, self._frames.feed(data), len(data))
 
     def push(self, frame: bytes) -> bool:
         """Write or queue an encoded frame; close with 4008 instead when the outbox is full.
@@ -157,10 +292,26 @@ class Connection:
         self.close(CLOSE_TOO_SLOW, "too slow: reconnect and join with since")
 
     def push_control(self, data: bytes) -> None:
-        """Bytes simple-websocket wants written (pong, close reply): small, never bounded."""
-        if not self._writer_finished:
-            self._outbox.append(data)
-            self._wake_writer()
+        """Bytes simple-websocket wants written (pongs, a close reply): bounded like any frame.
+
+        A client that sends pings and never reads the pongs fills the outbox and is
+        closed with 4008 like any slow client.
+        """
+        if self._writer_finished:
+            return
+        if self._full(len(data)):
+            self._too_slow()
+            return
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        self._wake_writer()
+
+    def _full(self, more: int) -> bool:
+        """Whether `more` bytes would take what is queued or being written past the bounds."""
+        return (
+            len(self._outbox) >= self._max_frames
+            or self._outbox_bytes + self._inflight + more > self._max_bytes
+        )
 
     def send(self, obj: dict[str, object]) -> bool:
         return self.push(text_frame(obj))
@@ -188,10 +339,7 @@ class Connection:
     def _queue(self, frame: bytes) -> bool:
         if not self.open:
             return False
-        if (
-            len(self._outbox) >= self._max_frames
-            or self._outbox_bytes + len(frame) > self._max_bytes
-        ):
+        if self._full(len(frame)):
             self._too_slow()
             return False
         self._outbox.append(frame)
@@ -243,11 +391,13 @@ class Connection:
                 self._outbox.append(head)
                 self._outbox_bytes = len(head)
         self._wake_writer()
+        self._reader_wake.set()
         # A client that stops reading could hold the writer in sendall forever.
         self._abort_timer = gevent.spawn_later(self._close_timeout_s, self.abort)
 
     def abort(self) -> None:
         """Cut the TCP connection now; the reader and writer both end."""
+        self._reader_wake.set()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -273,14 +423,17 @@ class Connection:
                     self._outbox_bytes = 0
                     self._partial_head = False  # sendall writes all of it, or the socket dies
                     self._writing = True
+                    self._inflight = len(data)
                     try:
                         self._sock.sendall(data)
                     finally:
                         self._writing = False
+                        self._inflight = 0
                 if self.close_code is not None or self._reader_finished:
                     break
-            if not self._reader_finished:
+            if not self._reader_finished or self._stopped_reading:
                 self._send_close()
+            if not self._reader_finished:
                 self.ws.thread.join(self._close_timeout_s)  # type: ignore[attr-defined]
         except OSError:
             pass

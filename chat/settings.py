@@ -71,6 +71,15 @@ class Settings:
     OUTBOX_MAX_FRAMES: int = 1_000
     OUTBOX_MAX_BYTES: int = 1_048_576
 
+    # The WebSocket inbound budget and queue, per connection (issue 9, findings 1 and 2)
+    INBOUND_FRAMES_PER_S: float = 100.0
+    INBOUND_BURST_FRAMES: int = 500
+    INBOUND_BYTES_PER_S: float = 524_288.0
+    INBOUND_BURST_BYTES: int = 2_097_152
+    INBOUND_OVER_BUDGET_CLOSE_S: float = 10.0
+    INBOUND_MAX_QUEUED_FRAMES: int = 64
+    INBOUND_MAX_QUEUED_BYTES: int = 262_144
+
     # HTTP deadlines for slow and idle clients, under both servers (issue 9, finding 4)
     HEADER_TIMEOUT_S: float = 10.0
     BODY_TIMEOUT_S: float = 30.0

@@ -15,7 +15,14 @@ from simple_websocket import ConnectionClosed
 
 from auth.service import Session
 from auth.tokens import parse_bearer
-from chat.connection import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_UNAUTHORIZED, Connection
+from chat.connection import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_UNAUTHORIZED,
+    Connection,
+    InboundLimits,
+    ReaderGreenlet,
+)
 from chat.errors import ChatError, bad_request, unauthorized
 from chat.http import Services, error_response, services
 from chat.protocol import Frame, error_frame, parse_frame
@@ -44,11 +51,26 @@ def _check_handshake() -> tuple[Response, int] | None:
     return None
 
 
+def server_options(max_frame_bytes: int) -> dict[str, object]:
+    """simple-websocket's options (the app's SOCK_SERVER_OPTIONS).
+
+    Its reader runs as a greenlet that starts only once the handler has wrapped the
+    socket (see chat/connection.py), so every byte it reads is paced and counted.
+    """
+    return {"max_message_size": max_frame_bytes, "thread_class": ReaderGreenlet}
+
+
 @sock.route("/ws", bp=bp)
 def websocket(ws: object) -> None:
     svc = services()
     s = svc.settings
-    conn = Connection(ws, s.OUTBOX_MAX_FRAMES, s.OUTBOX_MAX_BYTES, s.CLOSE_TIMEOUT_S)
+    conn = Connection(
+        ws,
+        s.OUTBOX_MAX_FRAMES,
+        s.OUTBOX_MAX_BYTES,
+        s.CLOSE_TIMEOUT_S,
+        inbound=InboundLimits.from_settings(s),
+    )
     try:
         session = _authenticate(svc, ws, conn)
         if session is None:

@@ -41,6 +41,11 @@ FAST_SETTINGS = {
     "GREENROOM_SEND_RATE_PER_S": "1000",
     "GREENROOM_SEND_BURST": "1000",
     "GREENROOM_LOGIN_MAX_FAILURES": "1000",
+    # Some tests push far more than a person types (9 MB in one burst); hostile tests set their own.
+    "GREENROOM_INBOUND_FRAMES_PER_S": "100000",
+    "GREENROOM_INBOUND_BURST_FRAMES": "100000",
+    "GREENROOM_INBOUND_BYTES_PER_S": "100000000",
+    "GREENROOM_INBOUND_BURST_BYTES": "100000000",
     # The suite registers hundreds of users and creates many rooms from 127.0.0.1.
     "GREENROOM_REGISTER_MAX_PER_ADDRESS": "100000",
     "GREENROOM_ROOM_CREATE_MAX": "100000",
