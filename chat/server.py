@@ -215,21 +215,22 @@ class Handler(pywsgi.WSGIHandler):
         if self.rfile.closed:
             return None
         limits = self.server.limits
-        now = time.monotonic()
+        # On a new connection, HEADER_TIMEOUT_S runs from the accept and covers the wait
+        # for the first byte; on a kept-alive one, the wait is KEEPALIVE_TIMEOUT_S and
+        # HEADER_TIMEOUT_S starts with the first byte.
         if self.served:
-            wait, deadline = limits.keepalive_timeout_s, None
+            first_deadline, wait = None, limits.keepalive_timeout_s
         else:
-            wait = deadline = self.accepted + limits.header_timeout_s - now
-        # Wait for the request's first byte: a client that sends nothing is closed quietly.
+            first_deadline = self.accepted + limits.header_timeout_s
+            wait = first_deadline - time.monotonic()
+        # A client that sends nothing is closed quietly.
         if not _wait_in_slices(self._peek, wait, lambda: self.server.closed):
             log.debug("closed an idle connection from %s", self.client_address[0])
             return None
-
-        if deadline is None:
-            deadline = limits.header_timeout_s
-        else:
-            deadline = max(0.0, self.accepted + limits.header_timeout_s - time.monotonic())
-        timer = gevent.Timeout(deadline)
+        head_s = limits.header_timeout_s
+        if first_deadline is not None:
+            head_s = max(0.0, first_deadline - time.monotonic())
+        timer = gevent.Timeout(head_s)
         timer.start()
         try:
             raw = self.rfile.readline(pywsgi.MAX_REQUEST_LINE)
