@@ -45,7 +45,7 @@ CLOSE_TOO_MANY_FRAMES = 4029
 # How the reader yields before each read. A timer, however short, makes the hub go
 # round its loop and poll I/O; gevent.sleep(0) only ran other callbacks: measured
 # under a ping flood, another user's request took 0.5-0.9 s with sleep(0) and
-# 50-90 ms with this (and under 10 ms once the inbound budget applies).
+# 50-90 ms with this (about 30 ms with the default inbound budget).
 READ_YIELD_S = 0.00001
 
 
