@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from chat.errors import ChatError, bad_request
+from chat.server import is_upgrade
 
 if TYPE_CHECKING:
     from auth.service import Auth
@@ -109,9 +110,21 @@ def _refuse_doubled_slashes() -> tuple[Response, int] | None:
     return error_response(ChatError(404, "not_found", "There is no such route."))
 
 
+def _announce_close_after_upgrade(response: Response) -> Response:
+    """Say `Connection: close` on a refused upgrade: the server layer closes that connection.
+
+    Without it a keep-alive client may send its next request on the socket just as it
+    closes, and see the connection dropped instead of an answer.
+    """
+    if response.status_code != 101 and is_upgrade(request.environ):
+        response.headers["Connection"] = "close"
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     """JSON for every refusal, and a 404 for paths Werkzeug would otherwise quietly normalise."""
     app.before_request(_refuse_doubled_slashes)
+    app.after_request(_announce_close_after_upgrade)
     app.register_error_handler(ChatError, error_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

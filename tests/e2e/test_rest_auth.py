@@ -480,6 +480,9 @@ def test_malformed_ws_handshake_is_json_4xx(api: Api, headers: dict[str, str]) -
     r = api.get("/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade", **headers})
     assert 400 <= r.status_code < 500, f"{r.status_code}: {r.text[:300]}"
     assert_error(r, r.status_code)
+    # The server closes a connection after a refused upgrade, and must say so, or the
+    # client's next request may go out on a socket that is closing.
+    assert r.headers.get("Connection", "").lower() == "close"
 
 
 def test_healthz_is_ok(api: Api) -> None:
