@@ -16,6 +16,9 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The reason a session's sockets get when a newer login ends it (MAX_SESSIONS_PER_USER).
+TOO_MANY_SESSIONS = "Session ended: too many sessions for this user, the oldest end first."
+
 
 def login_required(view: F) -> F:
     """Authenticate the bearer token before the view runs; the session is in g.session."""
@@ -46,9 +49,11 @@ def register() -> tuple[Response, int]:
 def login() -> Response:
     body = json_body()
     svc = services()
-    token, username = svc.auth.login(
+    token, username, ended = svc.auth.login(
         body.get("username"), body.get("password"), request.remote_addr or ""
     )
+    for token_hash in ended:
+        svc.chat.close_session(token_hash, TOO_MANY_SESSIONS)
     return jsonify(
         {
             "token": token,

@@ -119,8 +119,14 @@ class Auth:
         log.info("registered user %s", username)
         return username
 
-    def login(self, username: object, password: object, client: str = "") -> tuple[str, str]:
-        """Return (token, canonical username); the token is never stored or logged.
+    def login(
+        self, username: object, password: object, client: str = ""
+    ) -> tuple[str, str, list[str]]:
+        """Return (token, canonical username, token hashes of the sessions this login ended).
+
+        The token is never stored or logged. Past MAX_SESSIONS_PER_USER, the user's least
+        recently active sessions end (the caller closes their sockets), so nobody is
+        locked out of their own account by old sessions.
 
         Failures are counted per username and client address, so a stranger guessing
         cannot lock the real user out from their own address; and per client address
@@ -159,9 +165,25 @@ class Auth:
                 )
             raise ChatError(401, "invalid_credentials", "The username or password is wrong.")
         token = new_token()
-        self._db.run(store.create_session, hash_token(token), row["username"], self._clock())
-        log.info("login %s", row["username"])
-        return token, row["username"]
+        limit = self._settings.MAX_SESSIONS_PER_USER
+        ended = self._db.run(
+            store.create_session,
+            hash_token(token),
+            row["username"],
+            self._clock(),
+            limit,
+            frozenset(self.live_sessions()),
+        )
+        if ended:
+            log.info(
+                "login %s, ending %d least recently active sessions (MAX_SESSIONS_PER_USER %d)",
+                row["username"],
+                len(ended),
+                limit,
+            )
+        else:
+            log.info("login %s", row["username"])
+        return token, row["username"], ended
 
     def authenticate(self, token: str | None) -> Session:
         if not token:

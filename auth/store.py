@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection
 
+from auth.sessions import find_sessions_to_end
 from chat.database import IntegrityError
 from chat.errors import conflict
 from chat.paging import ListPage
@@ -45,13 +46,41 @@ def set_last_seen(conn: sqlite3.Connection, username: str, now: float) -> None:
     conn.execute("UPDATE users SET last_seen = ? WHERE username = ?", (now, username))
 
 
-def create_session(conn: sqlite3.Connection, token_hash: str, username: str, now: float) -> None:
-    """A new login session; logging in also counts as being seen."""
+def create_session(
+    conn: sqlite3.Connection,
+    token_hash: str,
+    username: str,
+    now: float,
+    max_sessions: int,
+    live: Collection[str] = frozenset(),
+) -> list[str]:
+    """A new login session; logging in also counts as being seen.
+
+    The user keeps at most max_sessions: the least recently active ones end first, in
+    this same transaction. Returns the token hashes of the sessions it ended.
+    """
+    # Lock the user's row (PostgreSQL): two logins at once must not both find room for
+    # one more. SQLite's BEGIN IMMEDIATE already runs one writer at a time.
+    conn.execute(
+        "SELECT username FROM users WHERE username = ?" + getattr(conn, "for_update", ""),
+        (username,),
+    )
+    rows = conn.execute(
+        "SELECT token_hash, last_active, created_at FROM sessions WHERE username = ?",
+        (username,),
+    ).fetchall()
+    ended = find_sessions_to_end(
+        ((r["token_hash"], r["last_active"], r["created_at"]) for r in rows),
+        live,
+        max_sessions - 1,
+    )
+    conn.executemany("DELETE FROM sessions WHERE token_hash = ?", [(h,) for h in ended])
     conn.execute(
         "INSERT INTO sessions (token_hash, username, created_at, last_active) VALUES (?, ?, ?, ?)",
         (token_hash, username, now, now),
     )
     set_last_seen(conn, username, now)
+    return ended
 
 
 def find_session(conn: sqlite3.Connection, token_hash: str) -> sqlite3.Row | None:

@@ -41,6 +41,7 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_TIMEOUT = 4002
 CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_MANY_CONNECTIONS = 4009
 CLOSE_TOO_MANY_FRAMES = 4029
 # How the reader yields before each read. A timer, however short, makes the hub go
 # round its loop and poll I/O; gevent.sleep(0) only ran other callbacks: measured

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at REAL NOT NULL,
     last_active REAL NOT NULL
 );
+-- A login counts the user's sessions (MAX_SESSIONS_PER_USER).
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(username);
 CREATE TABLE IF NOT EXISTS rooms (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,

@@ -15,7 +15,14 @@ from chat import store
 from chat.backplane import Items, LocalBackplane
 from chat.connection import CLOSE_UNAUTHORIZED, Connection
 from chat.database import Database
-from chat.errors import ChatError, bad_request, forbidden, not_found, rate_limited
+from chat.errors import (
+    ChatError,
+    bad_request,
+    conflict,
+    forbidden,
+    not_found,
+    rate_limited,
+)
 from chat.fanout import Fanout
 from chat.paging import ListPage
 from chat.protocol import (
@@ -37,6 +44,13 @@ log = logging.getLogger(__name__)
 
 def invalid_room(message: str) -> ChatError:
     return bad_request(message, code="invalid_room")
+
+
+def too_many_connections(limit: int) -> ChatError:
+    return conflict(
+        "too_many_connections",
+        f"You already have {limit} connections open here: close one and connect again.",
+    )
 
 
 def not_joined(room_id: str, **echo: object) -> ChatError:
@@ -279,6 +293,19 @@ class Chat:
         frame = text_frame(obj)
         for conn in self.registry.subscribers(room_id):
             conn.push(frame)
+
+    def admit(self, username: str) -> None:
+        """Refuse a new connection past MAX_CONNECTIONS_PER_USER on this worker.
+
+        Call it right before connect(), with nothing that yields in between, so two
+        connections authenticating at once cannot both take the last place.
+        """
+        limit = self._settings.MAX_CONNECTIONS_PER_USER
+        if len(self.registry.connections_of(username)) >= limit:
+            log.info(
+                "refused a connection for %s: %d open (MAX_CONNECTIONS_PER_USER)", username, limit
+            )
+            raise too_many_connections(limit)
 
     def connect(self, conn: Connection, username: str, session: str) -> None:
         conn.username = username

@@ -66,6 +66,10 @@ class Settings:
     LIST_PAGE_SIZE: int = 100
     LIST_MAX_PAGE_SIZE: int = 500
 
+    # Sessions and WebSocket connections one user may hold (issue 9, finding 5)
+    MAX_SESSIONS_PER_USER: int = 20
+    MAX_CONNECTIONS_PER_USER: int = 20
+
     MAX_FRAME_BYTES: int = 65_536
     MAX_REQUEST_BYTES: int = 65_536
     OUTBOX_MAX_FRAMES: int = 1_000

@@ -18,6 +18,7 @@ from auth.tokens import parse_bearer
 from chat.connection import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHORIZED,
     Connection,
     InboundLimits,
@@ -74,6 +75,13 @@ def websocket(ws: object) -> None:
     try:
         session = _authenticate(svc, ws, conn)
         if session is None:
+            return
+        # From here to connect() nothing yields: the place admit() found is still free.
+        try:
+            svc.chat.admit(session.username)
+        except ChatError as err:
+            conn.send(error_frame(err))
+            conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
             return
         # `ready` is queued first so it is always the first frame, whatever others push.
         conn.send({"type": "ready", "username": session.username})
