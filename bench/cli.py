@@ -19,6 +19,7 @@ from bench.targets import TARGETS, Greenroom, Target, raise_nofile, target_for
 LOADGEN_CPU = 1
 SCENARIOS = ("idle", "fan-out", "saturation", "many-rooms", "under-attack")
 FIXED_RATE = ("fan-out", "many-rooms", "under-attack")  # what --interleave can run
+EVERY_REPEAT: list[Result] = []  # every fan-out repeat, in run order, for the JSON
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -199,6 +200,7 @@ def main(
         {
             "under_attack": {"summary": summary, "pairs": [r.as_dict() for r in records]},
             "before_after": rows,
+            "fan_out_repeats": [r.as_dict() for r in EVERY_REPEAT],
         },
     )
     charted = report.chart(png_path, results)
@@ -273,7 +275,9 @@ def fanout_steps(
         per: dict[str, list[Result]] = {t.name: [] for t, _ in runs}
         for i in range(repeats):
             for target, rooms in underattack.alternate(runs, i):
-                per[target.name].append(drive(target, label, rooms, rate=rate, seconds=step_s * 2))
+                r = drive(target, label, rooms, rate=rate, seconds=step_s * 2)
+                per[target.name].append(r)
+                EVERY_REPEAT.append(r)
         for target, _ in runs:
             best = report.median_result(per[target.name])
             results.append(best)
