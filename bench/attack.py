@@ -153,15 +153,24 @@ class Flooder:
         sock.close()
 
 
-def attack_main(port: int, path: str, token: str, seconds: float) -> dict[str, Any]:
-    """Run both attackers until SIGTERM or `seconds`; return their counts."""
+KINDS = ("unauthenticated", "ping")
+
+
+def attack_main(
+    port: int, path: str, token: str, seconds: float, kinds: tuple[str, ...] = KINDS
+) -> dict[str, Any]:
+    """Run the attackers (both by default) until SIGTERM or `seconds`; return their counts."""
     mask = os.urandom(4)
     unauth = Flooder(port, path, "", flood_stream(mask), reads=True)
     pinger = Flooder(port, path, token, ping_stream(mask), reads=False)
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     started = time.monotonic()
-    workers = [gevent.spawn(unauth.run, stop), gevent.spawn(pinger.run, stop)]
+    workers = [
+        gevent.spawn(f.run, stop)
+        for kind, f in (("unauthenticated", unauth), ("ping", pinger))
+        if kind in kinds
+    ]
     print("ready", flush=True)
     stop.wait(seconds)
     stop.set()
@@ -177,8 +186,11 @@ def attack_main(port: int, path: str, token: str, seconds: float) -> dict[str, A
 class Attackers:
     """The attack process, seen from the benchmark: start it, stop it, read its counts."""
 
-    def __init__(self, port: int, token: str, max_s: float, cpu: int | None) -> None:
+    def __init__(
+        self, port: int, token: str, max_s: float, cpu: int | None, kinds: tuple[str, ...] = KINDS
+    ) -> None:
         self.port, self.token, self.max_s, self.cpu = port, token, max_s, cpu
+        self.kinds = kinds
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _pin(self) -> None:
@@ -187,7 +199,15 @@ class Attackers:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.attack", str(self.port), "/ws", str(self.max_s)],
+            [
+                sys.executable,
+                "-m",
+                "bench.attack",
+                str(self.port),
+                "/ws",
+                str(self.max_s),
+                ",".join(self.kinds),
+            ],
             cwd=Path(__file__).resolve().parent.parent,
             env={**os.environ, "BENCH_ATTACK_TOKEN": self.token},
             stdout=subprocess.PIPE,
@@ -221,8 +241,12 @@ class Attackers:
 
 
 if __name__ == "__main__":
-    port_arg, path_arg, seconds_arg = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    port_arg, path_arg, seconds_arg, kinds_arg = sys.argv[1:5]
     counts = attack_main(
-        int(port_arg), path_arg, os.environ.get("BENCH_ATTACK_TOKEN", ""), seconds_arg
+        int(port_arg),
+        path_arg,
+        os.environ.get("BENCH_ATTACK_TOKEN", ""),
+        float(seconds_arg),
+        tuple(kinds_arg.split(",")),
     )
     print(json.dumps(counts), flush=True)

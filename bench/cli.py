@@ -12,6 +12,7 @@ import gevent
 
 from bench import report, underattack
 from bench import scaleout as scaleout_mod
+from bench.attack import KINDS
 from bench.procstat import rss_kib
 from bench.scenarios import Result, Room, close_rooms, drive, open_rooms
 from bench.targets import TARGETS, Greenroom, Target, raise_nofile, target_for
@@ -19,6 +20,7 @@ from bench.targets import TARGETS, Greenroom, Target, raise_nofile, target_for
 LOADGEN_CPU = 1
 SCENARIOS = ("idle", "fan-out", "saturation", "many-rooms", "under-attack")
 FIXED_RATE = ("fan-out", "many-rooms", "under-attack")  # what --interleave can run
+ATTACKERS: list[str] = list(KINDS)  # --attackers
 EVERY_REPEAT: list[Result] = []  # every fan-out repeat, in run order, for the JSON
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,6 +52,12 @@ def _setup_loadgen() -> None:
     show_default=True,
     help="Comma-separated scenarios to run. under-attack (Greenroom only) runs many rooms "
     "calm and attacked, alternating, in every repeat.",
+)
+@click.option(
+    "--attackers",
+    default="unauthenticated,ping",
+    show_default=True,
+    help="With under-attack: which attackers run (to tell their costs apart).",
 )
 @click.option(
     "--interleave",
@@ -99,6 +107,7 @@ def main(
     quick: bool,
     servers: str,
     scenarios: str,
+    attackers: str,
     interleave: bool,
     idle_conns: int | None,
     repeats: int | None,
@@ -150,6 +159,10 @@ def main(
         raise click.UsageError(f"unknown scenarios: {', '.join(sorted(picked - set(SCENARIOS)))}")
     if interleave and not picked & set(FIXED_RATE):
         raise click.UsageError(f"--interleave runs only {', '.join(FIXED_RATE)}")
+    kinds = tuple(k.strip() for k in attackers.split(",") if k.strip())
+    if set(kinds) - set(KINDS) or not kinds:
+        raise click.UsageError(f"--attackers takes {', '.join(KINDS)}")
+    ATTACKERS[:] = kinds
     repeats = repeats or (1 if quick else 3)
     # 20,000 is the target; a machine whose hard open-files limit is lower (this
     # sandbox's is 20,000, and root may not raise it) gets as many as fit, said in the report.
@@ -163,6 +176,7 @@ def main(
         "step_s": step_s,
         "scenarios": sorted(picked),
         "interleave": interleave,
+        "attackers": kinds,
         "sources": {t.name: report.source(t.root) for t in targets},
     }
     results: list[Result] = []
@@ -299,7 +313,7 @@ def many_rooms(
     runs = [(t, open_rooms(t, 100, 10, say)) for t in targets]
     try:
         results, records = underattack.many_rooms_steps(
-            runs, repeats, step_s * 2, attack, LOADGEN_CPU, settle_s, say
+            runs, repeats, step_s * 2, attack, LOADGEN_CPU, settle_s, say, tuple(ATTACKERS)
         )
     finally:
         for _, rooms in runs:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import gevent
 
-from bench.attack import Attackers
+from bench.attack import KINDS, Attackers
 from bench.procstat import rss_kib
 from bench.report import median_result
 from bench.scenarios import Result, Room, drive
@@ -267,12 +267,13 @@ def attacked_step(
     seconds: float,
     cpu: int | None,
     settle_s: float,
+    kinds: tuple[str, ...] = KINDS,
 ) -> tuple[Result, dict[str, Any]]:
     """The many-rooms step with the two attackers connected for the whole of it."""
     started = time.monotonic()
     token = attack_token(target)
     rss_before = rss_kib(target.pid)[0]
-    attackers = Attackers(target.port, token, max_s=seconds + 30 + RAMP_S, cpu=cpu)
+    attackers = Attackers(target.port, token, max_s=seconds + 30 + RAMP_S, cpu=cpu, kinds=kinds)
     attackers.start()
     try:
         gevent.sleep(RAMP_S)
@@ -304,6 +305,7 @@ def many_rooms_steps(
     cpu: int | None,
     settle_s: float,
     say: Callable[[str], None],
+    kinds: tuple[str, ...] = KINDS,
 ) -> tuple[list[Result], list[AttackRecord]]:
     """Many rooms on every (target, rooms), repeats interleaved across targets; with `attack`,
     each Greenroom target also runs the attacked step in every repeat, calm and attacked
@@ -324,7 +326,7 @@ def many_rooms_steps(
                     pair["calm"] = r
                 else:
                     assert isinstance(target, Greenroom)
-                    r, extra = attacked_step(target, rooms, 1000, seconds, cpu, settle_s)
+                    r, extra = attacked_step(target, rooms, 1000, seconds, cpu, settle_s, kinds)
                     hit[target.name].append(r)
                     pair["attacked"], pair["extra"] = r, extra
                 say(
