@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -60,6 +61,14 @@ def _setup_loadgen() -> None:
     help="With under-attack: which attackers run (to tell their costs apart).",
 )
 @click.option(
+    "--server-env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set an environment variable of every Greenroom server, over the benchmark's own "
+    "settings (e.g. GREENROOM_INBOUND_FRAMES_PER_S=100 to measure a default it lifts); "
+    "repeatable.",
+)
+@click.option(
     "--interleave",
     is_flag=True,
     help="Start every server at once and run the fixed-rate scenarios (fan-out, many-rooms, "
@@ -108,6 +117,7 @@ def main(
     servers: str,
     scenarios: str,
     attackers: str,
+    server_env: tuple[str, ...],
     interleave: bool,
     idle_conns: int | None,
     repeats: int | None,
@@ -154,6 +164,12 @@ def main(
         targets = [target_for(name) for name in names]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    overrides = dict(item.split("=", 1) for item in server_env if "=" in item)
+    if len(overrides) != len(server_env):
+        raise click.UsageError("--server-env takes NAME=VALUE")
+    for target in targets:
+        if isinstance(target, Greenroom) and overrides:
+            target.env = _with_env(target.env, overrides)  # type: ignore[method-assign]
     picked = {s.strip() for s in scenarios.split(",") if s.strip()}
     if picked - set(SCENARIOS) or not picked:
         raise click.UsageError(f"unknown scenarios: {', '.join(sorted(picked - set(SCENARIOS)))}")
@@ -177,6 +193,7 @@ def main(
         "scenarios": sorted(picked),
         "interleave": interleave,
         "attackers": kinds,
+        "server_env": overrides,
         "sources": {t.name: report.source(t.root) for t in targets},
     }
     results: list[Result] = []
@@ -233,6 +250,12 @@ def main(
     click.echo(f"\nmachine: {report.machine()}")
     written = f"{json_path} and {png_path}" if charted else str(json_path)
     click.echo(f"wrote {written} in {time.monotonic() - started:.0f} s")
+
+
+def _with_env(
+    env: Callable[[], dict[str, str]], extra: dict[str, str]
+) -> Callable[[], dict[str, str]]:
+    return lambda: {**env(), **extra}
 
 
 def run_scaleout(
