@@ -207,3 +207,11 @@ def test_target_for_runs_greenroom_from_another_checkout(tmp_path: Path) -> None
     for bad in ("nope", "websockets@/tmp", f"greenroom@{tmp_path / 'missing'}", "greenroom@"):
         with pytest.raises(ValueError):
             target_for(bad)
+
+
+def test_server_env_overrides_win_over_the_benchmarks_own_settings() -> None:
+    """--server-env values replace what the target's env() would set, and add new names."""
+    from bench.cli import _with_env
+
+    env = _with_env(lambda: {"A": "1", "B": "2"}, {"B": "3", "C": "4"})
+    assert env() == {"A": "1", "B": "3", "C": "4"}
