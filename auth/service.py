@@ -119,6 +119,14 @@ class Auth:
         log.info("registered user %s", username)
         return username
 
+    def address_wait(self, client: str) -> float:
+        """Seconds until this client address may try to authenticate again (0: now)."""
+        return self._address_failures.wait_time(client, self._clock())
+
+    def failed_socket_auth(self, client: str) -> None:
+        """A WebSocket failed to authenticate: it counts like a failed login from this address."""
+        self._address_failures.charge(client, self._clock())
+
     def login(
         self, username: object, password: object, client: str = ""
     ) -> tuple[str, str, list[str]]:

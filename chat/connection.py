@@ -61,6 +61,11 @@ class InboundLimits:
     over_budget_close_s: float = 10.0
     max_queued_frames: int = 64
     max_queued_bytes: int = 262_144
+    # Before authentication a client needs one frame: it gets this much in all, spread
+    # over the auth deadline, and reads no bigger than what is left of it.
+    auth_frames: int = 8
+    auth_bytes: int = 256
+    auth_timeout_s: float = 10.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> InboundLimits:
@@ -72,6 +77,22 @@ class InboundLimits:
             s.INBOUND_OVER_BUDGET_CLOSE_S,
             s.INBOUND_MAX_QUEUED_FRAMES,
             s.INBOUND_MAX_QUEUED_BYTES,
+            s.AUTH_MAX_FRAMES,
+            s.AUTH_MAX_BYTES,
+            s.AUTH_TIMEOUT_S,
+        )
+
+    def budget(self, authenticated: bool, now: float) -> InboundBudget:
+        if authenticated:
+            return InboundBudget(
+                self.frames_per_s, self.burst_frames, self.bytes_per_s, self.burst_bytes, now
+            )
+        return InboundBudget(
+            self.auth_frames / self.auth_timeout_s,
+            self.auth_frames,
+            self.auth_bytes / self.auth_timeout_s,
+            self.auth_bytes,
+            now,
         )
 
 
@@ -116,7 +137,7 @@ class _SocketProxy:
     def recv(self, size: int) -> bytes:
         if not self._conn.before_read():
             return b""  # simple-websocket takes this for the end of the stream: its reader stops
-        data = self._sock.recv(size)
+        data = self._sock.recv(self._conn.read_size(size))
         self._conn.after_read(data)
         return data
 
@@ -158,13 +179,8 @@ class Connection:
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
         self._clock = clock
         self._limits = inbound or InboundLimits()
-        self._budget = InboundBudget(
-            self._limits.frames_per_s,
-            self._limits.burst_frames,
-            self._limits.bytes_per_s,
-            self._limits.burst_bytes,
-            clock(),
-        )
+        self._authenticated = False
+        self._budget = self._limits.budget(False, clock())
         self._frames = FrameCounter()
         self._reader_wake = Event()  # set when the reader may have something new to check
         self._stopped_reading = False  # we ended the reader (closing), not the client
@@ -244,6 +260,22 @@ class Connection:
         # A socket with data waiting never blocks, so without this a flood would hold the hub.
         gevent.sleep(READ_YIELD_S)
         return True
+
+    def authenticated(self) -> None:
+        """The client proved who it is: from now on it reads within the full inbound budget."""
+        self._authenticated = True
+        self._budget = self._limits.budget(True, self._clock())
+        self._reader_wake.set()
+
+    def read_size(self, size: int) -> int:
+        """How much the next read may take: before authentication, no more than is left of that budget.
+
+        So a flood of tiny frames costs at most one small read's parsing before the
+        handler sees its first frame and closes the connection.
+        """
+        if self._authenticated:
+            return size
+        return max(1, min(size, int(self._budget.bytes.level)))
 
     def after_read(self, data: bytes) -> None:
         """Count what one read brought in against the budget (a sign of life too)."""

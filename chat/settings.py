@@ -83,6 +83,9 @@ class Settings:
     INBOUND_OVER_BUDGET_CLOSE_S: float = 10.0
     INBOUND_MAX_QUEUED_FRAMES: int = 64
     INBOUND_MAX_QUEUED_BYTES: int = 262_144
+    # Before authentication (one `auth` frame is all a client needs to send)
+    AUTH_MAX_FRAMES: int = 8
+    AUTH_MAX_BYTES: int = 256
 
     # HTTP deadlines for slow and idle clients, under both servers (issue 9, finding 4)
     HEADER_TIMEOUT_S: float = 10.0
@@ -142,6 +145,8 @@ def _check(settings: Settings) -> None:
         raise SettingsError(f"PORT must be 0..65535, got {settings.PORT}")
     if settings.DEFAULT_ROOM_CAPACITY > settings.MAX_ROOM_CAPACITY:
         raise SettingsError("GREENROOM_DEFAULT_ROOM_CAPACITY exceeds GREENROOM_MAX_ROOM_CAPACITY")
+    if settings.LIST_PAGE_SIZE > settings.LIST_MAX_PAGE_SIZE:
+        raise SettingsError("GREENROOM_LIST_PAGE_SIZE exceeds GREENROOM_LIST_MAX_PAGE_SIZE")
     if settings.REPLAY_MAX_BYTES > settings.OUTBOX_MAX_BYTES:
         raise SettingsError("GREENROOM_REPLAY_MAX_BYTES exceeds GREENROOM_OUTBOX_MAX_BYTES")
     if not settings.DATABASE_URL.startswith(("sqlite:///", "postgresql://", "postgres://")):
@@ -155,5 +160,3 @@ def _check(settings: Settings) -> None:
             "GREENROOM_WORKER_TIMEOUT_S must exceed twice GREENROOM_HEARTBEAT_S, or live workers "
             "would be taken for dead"
         )
-    if settings.LIST_PAGE_SIZE > settings.LIST_MAX_PAGE_SIZE:
-        raise SettingsError("GREENROOM_LIST_PAGE_SIZE exceeds GREENROOM_LIST_MAX_PAGE_SIZE")

@@ -7,7 +7,10 @@ sockets (tests.support.WsAttacker); floods last three seconds at most.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +56,12 @@ PROFILES: dict[str, dict[str, str]] = {
 
 # Like "open", in a process of its own: memory that other floods freed would hide growth.
 PROFILES["memory"] = PROFILES["open"]
+# Three failed authentications per address, then one a second.
+PROFILES["auth-failures"] = {
+    "GREENROOM_AUTH_TIMEOUT_S": str(AUTH_TIMEOUT_S),
+    "GREENROOM_LOGIN_ADDRESS_MAX_FAILURES": "3",
+    "GREENROOM_LOGIN_ADDRESS_WINDOW_S": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +252,80 @@ def test_hangups_right_after_the_handshake_log_no_traceback(
     new = srv.log()[logged:]
     assert "Traceback" not in new, new[:3000]
     assert not [line for line in new.splitlines() if " ERROR " in line or " WARNING " in line]
+
+
+def failing_upgrade(srv: ServerProcess, source: str) -> int | None:
+    """One unauthenticated upgrade from `source` that sends a non-auth frame and hangs up at the close frame.
+
+    Returns the close code, or the HTTP status when the upgrade is refused.
+    """
+    with socket.create_connection(
+        ("127.0.0.1", srv.port), timeout=10, source_address=(source, 0)
+    ) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            data += chunk
+        head, _, frames = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            return int(head.split(b" ", 2)[1])
+        sock.sendall(ws_frame(0x1, b'{"type":"ping"}'))
+        while True:
+            while len(frames) >= 2:  # server frames: unmasked, and these are all short
+                opcode, size = frames[0] & 0x0F, frames[1] & 0x7F
+                if opcode == 0x8 and len(frames) >= 4:
+                    return int.from_bytes(frames[2:4], "big")
+                if len(frames) < 2 + size:
+                    break
+                frames = frames[2 + size :]
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            frames += chunk
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_address_that_keeps_failing_to_authenticate_is_made_to_wait(
+    servers: Callable[[str, str], ServerProcess], kind: str
+) -> None:
+    """Past its failure budget, an address's next upgrades wait for a refill, so a reconnect loop gets about one try a second, while other addresses connect at once."""
+    srv = servers(kind, "auth-failures")
+    api = Api(srv)
+    user = api.new_user("calm")
+    attempts = 0
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        assert failing_upgrade(srv, "127.0.0.2") == 4001
+        attempts += 1
+    # Burst of 3, then one a second: without the wait, a loop like this made hundreds.
+    assert attempts <= 3 + 3 + 2, f"{attempts} failed upgrades in 3 s"
+    t0 = time.monotonic()
+    with user.ws():  # 127.0.0.1 has its own budget
+        assert time.monotonic() - t0 < MAX_LATENCY_S
+    settled(api)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_before_authenticating_a_client_is_read_only_a_few_hundred_bytes(
+    servers: Callable[[str, str], ServerProcess], kind: str
+) -> None:
+    """Before it authenticates, a client's frames are read within AUTH_MAX_BYTES and AUTH_MAX_FRAMES, not the full inbound budget."""
+    srv = servers(kind, "open")  # the full budget is unlimited here: only the auth budget holds
+    api = Api(srv)
+    attacker = WsAttacker(srv).start_reading()
+    attacker.flood(ws_frame(0x9), 0.5)  # empty pings, 6 bytes each: every one read gets a pong
+    assert attacker.wait_closed(AUTH_TIMEOUT_S + 3) == 4001
+    # 256 bytes at once, plus 256 per AUTH_TIMEOUT_S (10 s by default) while it waits.
+    pongs = attacker.received.get(0xA, 0)
+    assert pongs <= 256 // 6 + 10, f"{pongs} pings read before authentication"
+    attacker.close()
+    settled(api)
