@@ -1,6 +1,7 @@
 """The "under attack" scenario's hostile clients, in their own process (`python -m bench.attack`).
 
-Two attackers run side by side in one gevent process, pinned to the load generator's CPU:
+Two attackers run side by side in one gevent process, pinned to the load generator's CPU
+at the lowest priority (nice 19):
 
 - the unauthenticated flooder opens /ws without credentials and writes small masked
   frames back to back as fast as the socket takes them (ping control frames, text
@@ -196,6 +197,10 @@ class Attackers:
     def _pin(self) -> None:
         if self.cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {self.cpu})
+        # The attackers share the load generator's CPU. At the lowest priority they get
+        # only what it leaves idle, so their busy loops cannot delay its receive
+        # timestamps: the scenario measures what they cost the server.
+        os.nice(19)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

@@ -193,10 +193,12 @@ class Greenroom(Target):
             "GREENROOM_SEND_RATE_PER_S": "1000000",
             "GREENROOM_SEND_BURST": "1000000",
             "GREENROOM_LOGIN_MAX_FAILURES": "1000000",
-            "GREENROOM_LOGIN_ADDRESS_MAX_FAILURES": "1000000",
             "GREENROOM_REGISTER_MAX_PER_ADDRESS": "1000000",
             "GREENROOM_ROOM_CREATE_MAX": "1000000",
             "GREENROOM_MAX_ROOMS_OWNED": "1000000",
+            # many-rooms opens about 100 sockets per account
+            "GREENROOM_MAX_CONNECTIONS_PER_USER": "1000000",
+            "GREENROOM_MAX_SESSIONS_PER_USER": "1000000",
         }
 
     @property
