@@ -74,9 +74,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         passwords,
         settings,
         _limiter(backplane, settings, "login"),
+        _limiter(backplane, settings, "login-address"),
+        _limiter(backplane, settings, "register"),
         backplane.clustered,
-        address_failures=_limiter(backplane, settings, "login-address"),
-        registrations=_limiter(backplane, settings, "register"),
     )
     registry: RoomRegistry = RoomRegistry()
     auth.live_sessions = registry.live_sessions
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         presence,
         backplane,
         _limiter(backplane, settings, "send"),
-        create_limits=_limiter(backplane, settings, "create-room"),
+        _limiter(backplane, settings, "create-room"),
     )
     backplane.start(chat.on_messages, chat.on_event, chat.connected, presence.tick)
     sweeper = Sweeper(chat, auth, settings)

@@ -63,43 +63,23 @@ class Auth:
         db: Database,
         passwords: Passwords,
         settings: Settings,
-        failures: RateLimiter | None = None,
+        failures: RateLimiter,
+        address_failures: RateLimiter,
+        registrations: RateLimiter,
         clustered: bool = False,
         clock: Callable[[], float] = time.time,
-        address_failures: RateLimiter | None = None,
-        registrations: RateLimiter | None = None,
     ) -> None:
         self._db = db
         self._passwords = passwords
         self._settings = settings
         self._clock = clock
-        # Failed logins per username|address; shared through Redis when there are several workers.
-        self._failures = (
-            failures
-            if failures is not None
-            else RateLimiter(
-                settings.LOGIN_MAX_FAILURES / settings.LOGIN_WINDOW_S, settings.LOGIN_MAX_FAILURES
-            )
-        )
-        # Failed logins per client address, whatever the username: spraying many names
-        # from one address would otherwise cost an argon2 check each, unthrottled.
-        self._address_failures = (
-            address_failures
-            if address_failures is not None
-            else RateLimiter(
-                settings.LOGIN_ADDRESS_MAX_FAILURES / settings.LOGIN_ADDRESS_WINDOW_S,
-                settings.LOGIN_ADDRESS_MAX_FAILURES,
-            )
-        )
-        # Registrations per client address: each costs a hash and a row.
-        self._registrations = (
-            registrations
-            if registrations is not None
-            else RateLimiter(
-                settings.REGISTER_MAX_PER_ADDRESS / settings.REGISTER_WINDOW_S,
-                settings.REGISTER_MAX_PER_ADDRESS,
-            )
-        )
+        # Each is per worker, or shared in Redis when several workers serve one site.
+        self._failures = failures  # failed logins per username|address
+        # Failed logins and WebSocket authentications per client address, whatever the
+        # username: spraying many names from one address would otherwise cost an argon2
+        # check each, unthrottled.
+        self._address_failures = address_failures
+        self._registrations = registrations  # each costs a hash and a row
         self.live_sessions: Callable[[], Collection[str]] = frozenset
         # Writing last_active on every request would put a commit on every call.
         self._touch_after_s = min(60.0, settings.SESSION_IDLE_TIMEOUT_S / 4)

@@ -80,8 +80,8 @@ class Chat:
         presence: Presence,
         backplane: LocalBackplane,
         send_limits: RateLimiter,
+        create_limits: RateLimiter,
         clock: Callable[[], float] = time.time,
-        create_limits: RateLimiter | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -92,15 +92,7 @@ class Chat:
         self.fanout = Fanout(registry, self._fetch_frames, settings.GAP_WAIT_S)
         self.writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, self._publish_messages)
         self.send_limits = send_limits
-        # Rooms created per user (ROOM_CREATE_MAX per ROOM_CREATE_WINDOW_S). Not `or`: an
-        # empty RateLimiter is falsy (it has __len__).
-        self.create_limits = (
-            create_limits
-            if create_limits is not None
-            else RateLimiter(
-                settings.ROOM_CREATE_MAX / settings.ROOM_CREATE_WINDOW_S, settings.ROOM_CREATE_MAX
-            )
-        )
+        self.create_limits = create_limits  # rooms created per user
         self._typing: dict[tuple[str, str], float] = {}  # (user, room) -> when last forwarded
 
     # ---- rooms -------------------------------------------------------------
