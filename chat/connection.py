@@ -52,20 +52,20 @@ READ_YIELD_S = 0.00001
 
 @dataclasses.dataclass(frozen=True)
 class InboundLimits:
-    """What one connection may send and have queued (the GREENROOM_INBOUND_* settings)."""
+    """What one connection may send and have queued (the GREENROOM_INBOUND_* and AUTH_* settings)."""
 
-    frames_per_s: float = 100.0
-    burst_frames: int = 500
-    bytes_per_s: float = 524_288.0
-    burst_bytes: int = 2_097_152
-    over_budget_close_s: float = 10.0
-    max_queued_frames: int = 64
-    max_queued_bytes: int = 262_144
+    frames_per_s: float
+    burst_frames: int
+    bytes_per_s: float
+    burst_bytes: int
+    over_budget_close_s: float
+    max_queued_frames: int
+    max_queued_bytes: int
     # Before authentication a client needs one frame: it gets this much in all, spread
     # over the auth deadline, and reads no bigger than what is left of it.
-    auth_frames: int = 8
-    auth_bytes: int = 256
-    auth_timeout_s: float = 10.0
+    auth_frames: int
+    auth_bytes: int
+    auth_timeout_s: float
 
     @classmethod
     def from_settings(cls, s: Settings) -> InboundLimits:
@@ -161,8 +161,8 @@ class Connection:
         max_frames: int,
         max_bytes: int,
         close_timeout_s: float,
+        inbound: InboundLimits,
         clock: Callable[[], float] = time.time,
-        inbound: InboundLimits | None = None,
     ) -> None:
         self.ws = ws
         self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
@@ -178,7 +178,7 @@ class Connection:
             pass  # the client is already gone: the reader's first recv will say so
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
         self._clock = clock
-        self._limits = inbound or InboundLimits()
+        self._limits = inbound
         self._authenticated = False
         self._budget = self._limits.budget(False, clock())
         self._frames = FrameCounter()
