@@ -22,7 +22,6 @@ import base64
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -33,23 +32,12 @@ import gevent
 import gevent.event
 import gevent.socket
 
+from bench.wsclient import frame
+
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT_S = 5.0
 STREAM_BYTES = 16384  # one sendall's worth of frames
 READY_TIMEOUT_S = 15.0
-
-
-def masked_frame(payload: bytes, opcode: int, mask: bytes) -> bytes:
-    """One final client frame, masked with the 4-byte key as RFC 6455 requires of clients."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return header + mask + body
 
 
 def flood_stream(mask: bytes, size: int = STREAM_BYTES) -> tuple[bytes, int]:
@@ -58,17 +46,17 @@ def flood_stream(mask: bytes, size: int = STREAM_BYTES) -> tuple[bytes, int]:
     Returns (bytes, frames in them); the buffer is written again and again.
     """
     pattern = [
-        masked_frame(b"ping", 0x9, mask),
-        masked_frame(b'{"type":"ping"}', 0x1, mask),
-        masked_frame(b"ping", 0x9, mask),
-        masked_frame(b"\x00\x01\x02\x03\x04\x05\x06\x07", 0x2, mask),
+        frame(b"ping", 0x9, mask),
+        frame(b'{"type":"ping"}', 0x1, mask),
+        frame(b"ping", 0x9, mask),
+        frame(b"\x00\x01\x02\x03\x04\x05\x06\x07", 0x2, mask),
     ]
     return _repeat(pattern, size)
 
 
 def ping_stream(mask: bytes, size: int = STREAM_BYTES) -> tuple[bytes, int]:
     """The ping flooder's bytes: ping control frames with the largest payload allowed (125 bytes)."""
-    return _repeat([masked_frame(b"p" * 125, 0x9, mask)], size)
+    return _repeat([frame(b"p" * 125, 0x9, mask)], size)
 
 
 def _repeat(pattern: list[bytes], size: int) -> tuple[bytes, int]:

@@ -15,7 +15,7 @@ from bench import report, underattack
 from bench import scaleout as scaleout_mod
 from bench.attack import KINDS
 from bench.procstat import rss_kib
-from bench.scenarios import Result, Room, close_rooms, drive, open_rooms
+from bench.scenarios import FANOUT_SENDERS, Result, Room, close_rooms, drive, open_rooms
 from bench.targets import TARGETS, Greenroom, Target, raise_nofile, target_for
 
 LOADGEN_CPU = 1
@@ -292,7 +292,7 @@ def run_fixed(
     results: list[Result] = []
     records: list[underattack.AttackRecord] = []
     if "fan-out" in picked:
-        say("fan-out: 1 room x 500 members, 1 sender")
+        say(f"fan-out: 1 room x 500 members, {FANOUT_SENDERS} senders in turn")
         runs = [(t, open_rooms(t, 1, 500, say)) for t in targets]
         results += fanout_steps(runs, repeats, step_s)
         for _, rooms in runs:
@@ -351,7 +351,7 @@ def run_all(
     if "idle" in picked:
         results.append(run_idle(target, idle_conns))
     if "fan-out" in picked or "saturation" in picked:
-        say("fan-out: 1 room x 500 members, 1 sender")
+        say(f"fan-out: 1 room x 500 members, {FANOUT_SENDERS} senders in turn")
         rooms = open_rooms(target, 1, 500, say)
         if "fan-out" in picked:
             results += fanout_steps([(target, rooms)], repeats, step_s)

@@ -199,10 +199,6 @@ class Greenroom(Target):
             # many-rooms opens about 100 sockets per account
             "GREENROOM_MAX_CONNECTIONS_PER_USER": "1000000",
             "GREENROOM_MAX_SESSIONS_PER_USER": "1000000",
-            # The fan-out and saturation sender is one socket sending thousands of
-            # messages/s; the bytes budget and every other bound stay at their defaults.
-            "GREENROOM_INBOUND_FRAMES_PER_S": "1000000",
-            "GREENROOM_INBOUND_BURST_FRAMES": "1000000",
         }
 
     @property

@@ -20,7 +20,8 @@ MESSAGE = re.compile(rb'"seq":\s*(\d+).*?"body":\s*"(\d+)')
 ZERO_MASK = b"\x00\x00\x00\x00"
 
 
-def frame(payload: bytes, opcode: int = 0x1) -> bytes:
+def frame(payload: bytes, opcode: int = 0x1, mask: bytes = ZERO_MASK) -> bytes:
+    """One final client frame; a zero mask leaves the payload as it is (and costs nothing)."""
     n = len(payload)
     if n < 126:
         header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
@@ -28,7 +29,9 @@ def frame(payload: bytes, opcode: int = 0x1) -> bytes:
         header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return header + ZERO_MASK + payload
+    if mask != ZERO_MASK:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + payload
 
 
 class Conn:

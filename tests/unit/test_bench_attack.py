@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.attack import flood_stream, masked_frame, ping_stream
+from bench.attack import flood_stream, ping_stream
 from bench.scenarios import Result
 from bench.targets import Greenroom, target_for
 from bench.underattack import AttackRecord, alternate, before_after, misses, summarize
+from bench.wsclient import frame as masked_frame
 
 MASK = b"\x11\x22\x33\x44"
 
