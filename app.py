@@ -17,20 +17,20 @@ from flask import Flask, Response, jsonify  # noqa: E402
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
 from auth.service import Auth  # noqa: E402
-from chat import logs  # noqa: E402
-from chat.backplane import open_backplane  # noqa: E402
-from chat.claim import ClaimError, claim_database  # noqa: E402
 from chat.connection import CLOSE_GOING_AWAY  # noqa: E402
-from chat.database import open_database  # noqa: E402
-from chat.http import Services, register_error_handlers  # noqa: E402
-from chat.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
 from chat.rooms import RoomRegistry  # noqa: E402
 from chat.routes import bp as rooms_bp  # noqa: E402
-from chat.server import Limits, Server  # noqa: E402
 from chat.service import Chat  # noqa: E402
-from chat.settings import Settings, SettingsError, load_settings  # noqa: E402
 from chat.ws import bp as ws_bp  # noqa: E402
 from chat.ws import server_options, sock  # noqa: E402
+from core import logs  # noqa: E402
+from core.backplane import open_backplane  # noqa: E402
+from core.claim import ClaimError, claim_database  # noqa: E402
+from core.database import open_database  # noqa: E402
+from core.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
+from core.server import Limits, Server  # noqa: E402
+from core.settings import Settings, SettingsError, load_settings  # noqa: E402
+from core.web import Services, register_error_handlers  # noqa: E402
 from presence.routes import bp as users_bp  # noqa: E402
 from presence.sweeper import Sweeper  # noqa: E402
 from presence.tracker import Presence  # noqa: E402
@@ -197,7 +197,7 @@ def main() -> None:
     listener.bind((settings.HOST, settings.PORT))
     listener.listen(1024)
     # Our handler adds header/body/keep-alive deadlines, fairness between connections,
-    # a closed connection after every WebSocket, and JSON refusals (chat/server.py).
+    # a closed connection after every WebSocket, and JSON refusals (core/server.py).
     server = Server(listener, app, Limits.from_settings(settings), log=None, error_log=log)
     server.start()
     host, port = server.address[:2]

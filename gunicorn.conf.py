@@ -10,7 +10,7 @@ to start, saying why.
 import os
 import sys
 
-# The request-line and header limits `python app.py` applies too (chat/server.py), so a
+# The request-line and header limits `python app.py` applies too (core/server.py), so a
 # request is refused the same way, with the same JSON 414 or 431, under either server.
 limit_request_line = 8190
 limit_request_fields = 100

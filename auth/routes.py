@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from auth.service import Session
 from auth.tokens import parse_bearer
-from chat.http import json_body, no_content, services
+from core.web import json_body, no_content, services
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 

@@ -12,11 +12,11 @@ from collections.abc import Callable, Collection
 from auth import store
 from auth.passwords import Passwords
 from auth.tokens import hash_token, new_token
-from chat.database import Database
-from chat.errors import ChatError, bad_request, rate_limited, unauthorized
 from chat.protocol import is_utf8
-from chat.ratelimit import RateLimiter
-from chat.settings import Settings
+from core.database import Database
+from core.errors import ChatError, bad_request, rate_limited, unauthorized
+from core.ratelimit import RateLimiter
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Collection
 
 from auth.sessions import find_sessions_to_end
-from chat.database import IntegrityError
-from chat.errors import conflict
-from chat.paging import ListPage
+from core.database import IntegrityError
+from core.errors import conflict
+from core.paging import ListPage
 
 
 def create_user(conn: sqlite3.Connection, username: str, password_hash: str, now: float) -> None:

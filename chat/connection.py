@@ -31,7 +31,7 @@ from wsproto.utilities import LocalProtocolError
 
 from chat.budget import FrameCounter, InboundBudget
 from chat.protocol import PING_FRAME, text_frame
-from chat.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import json
 import struct
 from datetime import UTC, datetime
 
-from chat.errors import ChatError
+from core.errors import ChatError
 
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_ROOM_ID_CHARS = 64

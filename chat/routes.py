@@ -7,11 +7,11 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from auth.routes import current_session, login_required
-from chat.errors import bad_request
-from chat.http import json_body, no_content, services
-from chat.paging import encode_cursor, parse_page_args
 from chat.protocol import MAX_ROOM_ID_CHARS
 from chat.store import room_not_found
+from core.errors import bad_request
+from core.paging import encode_cursor, parse_page_args
+from core.web import json_body, no_content, services
 
 bp = Blueprint("rooms", __name__, url_prefix="/api/rooms")
 

@@ -12,19 +12,8 @@ from collections.abc import Callable
 
 from auth.service import USERNAME_RE
 from chat import store
-from chat.backplane import Items, LocalBackplane
 from chat.connection import CLOSE_UNAUTHORIZED, Connection
-from chat.database import Database
-from chat.errors import (
-    ChatError,
-    bad_request,
-    conflict,
-    forbidden,
-    not_found,
-    rate_limited,
-)
 from chat.fanout import Fanout
-from chat.paging import ListPage
 from chat.protocol import (
     check_body,
     check_client_msg_id,
@@ -33,10 +22,21 @@ from chat.protocol import (
     is_utf8,
     text_frame,
 )
-from chat.ratelimit import RateLimiter
 from chat.rooms import RoomRegistry
-from chat.settings import Settings
 from chat.writer import MessageWriter
+from core.backplane import Items, LocalBackplane
+from core.database import Database
+from core.errors import (
+    ChatError,
+    bad_request,
+    conflict,
+    forbidden,
+    not_found,
+    rate_limited,
+)
+from core.paging import ListPage
+from core.ratelimit import RateLimiter
+from core.settings import Settings
 from presence.tracker import PRESENCE_EVENTS, Presence
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ import logging
 import secrets
 import sqlite3
 
-from chat.database import DatabaseError
-from chat.errors import ChatError, conflict, forbidden, not_found
-from chat.paging import ListPage
 from chat.protocol import iso
+from core.database import DatabaseError
+from core.errors import ChatError, conflict, forbidden, not_found
+from core.paging import ListPage
 
 log = logging.getLogger(__name__)
 

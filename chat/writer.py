@@ -15,9 +15,9 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 
-from chat.database import Database
-from chat.errors import ChatError
 from chat.store import Draft, Stored, store_messages
+from core.database import Database
+from core.errors import ChatError
 
 log = logging.getLogger(__name__)
 

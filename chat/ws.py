@@ -25,9 +25,9 @@ from chat.connection import (
     InboundLimits,
     ReaderGreenlet,
 )
-from chat.errors import ChatError, bad_request, rate_limited, unauthorized
-from chat.http import Services, error_response, services
 from chat.protocol import Frame, error_frame, parse_frame
+from core.errors import ChatError, bad_request, rate_limited, unauthorized
+from core.web import Services, error_response, services
 
 log = logging.getLogger(__name__)
 

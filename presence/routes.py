@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from auth.routes import login_required
-from chat.errors import not_found
-from chat.http import services
-from chat.paging import encode_cursor, parse_page_args
+from core.errors import not_found
+from core.paging import encode_cursor, parse_page_args
+from core.web import services
 
 bp = Blueprint("presence", __name__, url_prefix="/api/users")
 

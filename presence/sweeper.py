@@ -11,7 +11,7 @@ import gevent
 from auth.service import Auth
 from chat.connection import CLOSE_TIMEOUT
 from chat.service import Chat
-from chat.settings import Settings
+from core.settings import Settings
 from presence.rules import find_due_pings, find_stale
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ import gevent.queue
 
 from auth import store as user_store
 from chat import store as room_store
-from chat.backplane import LocalBackplane
-from chat.database import Database
-from chat.paging import ListPage
 from chat.protocol import iso, text_frame
 from chat.rooms import RoomRegistry
+from core.backplane import LocalBackplane
+from core.database import Database
+from core.paging import ListPage
 from presence.cluster import OnlineMap
 from presence.rules import status
 

@@ -1,6 +1,6 @@
 """The backplane's wire format (encode/decode round trips, malformed input) and LocalBackplane.
 
-No Redis here: these are the pure parts of chat.backplane.
+No Redis here: these are the pure parts of core.backplane.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chat.backplane import LocalBackplane, decode, encode_event, encode_messages
+from core.backplane import LocalBackplane, decode, encode_event, encode_messages
 
 ORIGIN = "a1b2c3d4e5f6"
 

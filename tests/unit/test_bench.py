@@ -169,7 +169,7 @@ def test_log_problems_keeps_warnings_errors_and_tracebacks() -> None:
     log = "\n".join(
         [
             "[2026-01-01 00:00:00 +0000] [10] [INFO] Booting worker with pid: 11",
-            "2026-01-01 00:00:01,000 WARNING chat.ratelimit: rate limits: Redis unreachable",
+            "2026-01-01 00:00:01,000 WARNING core.ratelimit: rate limits: Redis unreachable",
             "[2026-01-01 00:00:02 +0000] [10] [CRITICAL] WORKER TIMEOUT (pid:11)",
             "Traceback (most recent call last):",
             "2026-01-01 00:00:03,000 INFO greenroom: ready",

@@ -1,4 +1,4 @@
-"""The start-up claim on a database (chat.claim): SQLite lock files and PostgreSQL advisory locks.
+"""The start-up claim on a database (core.claim): SQLite lock files and PostgreSQL advisory locks.
 
 Two claims in this one process stand for two processes: a flock belongs to an open
 file description (each open() makes a new one) and an advisory lock to a PostgreSQL
@@ -19,7 +19,7 @@ from unittest import mock
 
 import pytest
 
-from chat.claim import ClaimError, claim_database
+from core.claim import ClaimError, claim_database
 from tests import support
 from tests.support import drop_postgres_schemas, new_postgres_schema, postgres_unavailable
 

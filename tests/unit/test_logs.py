@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from chat.logs import EscapingFormatter, escape_controls, install
+from core.logs import EscapingFormatter, escape_controls, install
 
 
 def test_escape_controls_makes_every_control_and_bidi_character_visible() -> None:

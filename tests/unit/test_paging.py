@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from chat.errors import ChatError
-from chat.paging import decode_cursor, encode_cursor, parse_limit
+from core.errors import ChatError
+from core.paging import decode_cursor, encode_cursor, parse_limit
 
 
 def test_limit_defaults_and_bounds() -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from chat.errors import ChatError
 from chat.protocol import encode_text, iso, parse_frame
+from core.errors import ChatError
 
 
 def parse(obj: object) -> object:

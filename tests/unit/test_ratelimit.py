@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat.ratelimit import RateLimiter
+from core.ratelimit import RateLimiter
 
 
 def test_burst_then_refill() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.settings import Settings, SettingsError, env_name, load_settings
+from core.settings import Settings, SettingsError, env_name, load_settings
 
 
 def test_defaults_are_one_worker_without_a_backplane() -> None:

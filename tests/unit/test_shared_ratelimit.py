@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from chat.ratelimit import SharedRateLimiter
+from core.ratelimit import SharedRateLimiter
 from tests.support import REDIS_URL, redis_unavailable
 
 
@@ -120,7 +120,7 @@ def test_unreachable_redis_falls_back_to_per_worker_buckets(
     try:
         lim = SharedRateLimiter(down, "greenroom-test:", rate_per_s=1.0, burst=2)
         started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="chat.ratelimit"):
+        with caplog.at_level(logging.WARNING, logger="core.ratelimit"):
             assert lim.wait_time("alice", 1000.0) == 0.0
             assert lim.acquire("alice", 1000.0) == 0.0
             assert lim.acquire("alice", 1000.0) == 0.0

@@ -19,7 +19,6 @@ import gevent.queue
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from chat.database import SCHEMA as SQLITE_SCHEMA
 from chat.store import (
     Draft,
     Stored,
@@ -28,6 +27,7 @@ from chat.store import (
     not_a_member,
     room_not_found,
 )
+from core.database import SCHEMA as SQLITE_SCHEMA
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

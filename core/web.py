@@ -10,15 +10,15 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from chat.errors import ChatError, bad_request
-from chat.server import is_upgrade
+from core.errors import ChatError, bad_request
+from core.server import is_upgrade
 
 if TYPE_CHECKING:
     from auth.service import Auth
-    from chat.backplane import LocalBackplane
-    from chat.database import Database
     from chat.service import Chat
-    from chat.settings import Settings
+    from core.backplane import LocalBackplane
+    from core.database import Database
+    from core.settings import Settings
     from presence.sweeper import Sweeper
     from presence.tracker import Presence
 

@@ -1,6 +1,6 @@
 """The SQLite connection and schema, running SQL off the gevent hub, and picking the backend.
 
-open_database() returns this SQLite backend or chat.postgres's, by DATABASE_URL;
+open_database() returns this SQLite backend or core.postgres's, by DATABASE_URL;
 both offer run(fn, *args): fn(conn, *args) in one transaction.
 
 Every call goes through one OS thread in a gevent threadpool: SQLite serialises
@@ -96,7 +96,7 @@ IntegrityError, DatabaseError = _driver_errors()
 def open_database(url: str) -> Database:
     """The backend DATABASE_URL names: sqlite:///path or postgresql://..."""
     if url.startswith(("postgresql://", "postgres://")):
-        from chat.postgres import PostgresDatabase
+        from core.postgres import PostgresDatabase
 
         return PostgresDatabase(url)  # type: ignore[return-value]
     return Database(url)

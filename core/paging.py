@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
-from chat.errors import ChatError, bad_request
+from core.errors import ChatError, bad_request
 
 T = TypeVar("T")
 

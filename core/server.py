@@ -42,7 +42,7 @@ from gunicorn.http import errors as gerrors
 from gunicorn.workers import ggevent
 from werkzeug.exceptions import RequestTimeout
 
-from chat.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

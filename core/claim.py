@@ -15,7 +15,7 @@ import fcntl
 import time
 from typing import Any
 
-from chat.database import sqlite_path
+from core.database import sqlite_path
 
 
 class ClaimError(RuntimeError):
