@@ -6,7 +6,6 @@ it patches gevent itself, so this test process stays unpatched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.support import (
     User,
     drop_postgres_schemas,
     postgres_unavailable,
+    require_service,
     wait_for,
 )
 
@@ -27,11 +27,7 @@ from tests.support import (
 def database(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test that uses a server runs once per storage backend."""
     if request.param == "postgresql":
-        reason = postgres_unavailable()
-        if reason is not None:
-            if os.environ.get("GREENROOM_REQUIRE_SERVICES"):
-                pytest.fail(f"{reason} (GREENROOM_REQUIRE_SERVICES is set, as in CI)")
-            pytest.skip(reason)
+        require_service(postgres_unavailable())
     yield request.param
     drop_postgres_schemas()
 

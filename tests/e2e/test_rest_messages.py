@@ -8,13 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.test_rest_auth import (
-    ISO_UTC,
-    NOT_AN_OBJECT,
-    assert_error,
-    raw_post,
-)
-from tests.support import Api, ServerProcess, User
+from tests.support import ISO_UTC, NOT_AN_OBJECT, Api, ServerProcess, User, assert_error, raw_post
 
 MESSAGE_FIELDS = {"room", "seq", "user", "body", "ts", "client_msg_id"}
 MISSING_ROOM = "nosuchroom"

@@ -7,13 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_rest_auth import (
-    ISO_UTC,
-    NOT_AN_OBJECT,
-    assert_error,
-    raw_post,
-)
-from tests.support import Api, ServerProcess, User
+from tests.support import ISO_UTC, NOT_AN_OBJECT, Api, ServerProcess, User, assert_error, raw_post
 
 ROOM_FIELDS = {"id", "name", "owner", "capacity", "private", "created_at"}
 MISSING_ROOM = "nosuchroom"

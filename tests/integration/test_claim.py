@@ -9,7 +9,6 @@ are skipped, unless GREENROOM_REQUIRE_SERVICES is set (as in CI), when they fail
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +19,13 @@ from unittest import mock
 import pytest
 
 from core.claim import ClaimError, claim_database
-from tests import support
-from tests.support import drop_postgres_schemas, new_postgres_schema, postgres_unavailable
+from tests.support import (
+    drop_postgres_schemas,
+    new_postgres_schema,
+    postgres_unavailable,
+    require_service,
+    services,
+)
 
 
 @pytest.fixture
@@ -110,12 +114,8 @@ def postgres_schemas() -> Iterator[Callable[[], str]]:
     drop_postgres_schemas() drops every schema the process made; a session's server
     may still be using one, so this module keeps its own list while it runs.
     """
-    reason = postgres_unavailable()
-    if reason is not None:
-        if os.environ.get("GREENROOM_REQUIRE_SERVICES"):
-            pytest.fail(f"{reason} (GREENROOM_REQUIRE_SERVICES is set, as in CI)")
-        pytest.skip(reason)
-    with mock.patch.object(support, "_schemas", []):
+    require_service(postgres_unavailable())
+    with mock.patch.object(services, "_schemas", []):
         yield new_postgres_schema
         drop_postgres_schemas()
 

@@ -17,16 +17,12 @@ import pytest
 import redis
 
 from core.ratelimit import SharedRateLimiter
-from tests.support import REDIS_URL, redis_unavailable
+from tests.support import REDIS_URL, redis_unavailable, require_service
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[redis.Redis]:
-    reason = redis_unavailable()
-    if reason is not None:
-        if os.environ.get("GREENROOM_REQUIRE_SERVICES"):
-            pytest.fail(f"{reason} (GREENROOM_REQUIRE_SERVICES is set, as in CI)")
-        pytest.skip(reason)
+    require_service(redis_unavailable())
     conn = redis.Redis.from_url(REDIS_URL)
     yield conn
     conn.close()
