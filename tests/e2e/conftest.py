@@ -1,4 +1,5 @@
-"""Fixtures shared by several end-to-end modules: clusters of server processes (test_cluster*)."""
+"""Fixtures shared by several end-to-end modules: clusters of server processes (test_cluster*) and
+`greenroom` terminals on the shared server (test_cli_*)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import pytest
 from tests.support import (
     WS,
     Cluster,
+    ServerProcess,
+    User,
     drop_postgres_schemas,
     postgres_unavailable,
     redis_unavailable,
     require_service,
 )
+from tests.support.cli import Term
 
-# ---- clusters (test_cluster*.py) --------------------------------------------------------------
+# ---- clusters (test_cluster*.py) ------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +54,29 @@ def sockets(make_cluster: Callable[..., Cluster]) -> Iterator[list[WS]]:
     yield opened
     for ws in opened:
         ws.close()
+
+
+# ---- greenroom terminals (test_cli_*.py) ----------------------------------------------------
+
+
+@pytest.fixture
+def terminal(tmp_path: Path, server: ServerProcess) -> Callable[..., Term]:
+    """Open a terminal on the shared server, logged in through the CLI when given a user."""
+
+    def open_terminal(user: User | None = None, name: str = "anon") -> Term:
+        term = Term(tmp_path / (user.name if user else name), server.url)
+        if user is not None:
+            term.login_as(user)
+        return term
+
+    return open_terminal
+
+
+@pytest.fixture
+def alice_term(terminal: Callable[..., Term], alice: User) -> Term:
+    return terminal(alice)
+
+
+@pytest.fixture
+def bob_term(terminal: Callable[..., Term], bob: User) -> Term:
+    return terminal(bob)
