@@ -4,11 +4,11 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.socket  # noqa: E402
@@ -17,20 +17,28 @@ from flask import Flask, Response, jsonify  # noqa: E402
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
 from auth.service import Auth  # noqa: E402
-from chat.connection import CLOSE_GOING_AWAY  # noqa: E402
+from chat.connection import Connection  # noqa: E402
+from chat.fanout import Fanout  # noqa: E402
+from chat.history import StoredFrames  # noqa: E402
+from chat.live import Live  # noqa: E402
+from chat.membership import Rooms  # noqa: E402
+from chat.publisher import Publisher  # noqa: E402
 from chat.rooms import RoomRegistry  # noqa: E402
 from chat.routes import bp as rooms_bp  # noqa: E402
-from chat.service import Chat  # noqa: E402
+from chat.writer import MessageWriter  # noqa: E402
 from chat.ws import bp as ws_bp  # noqa: E402
 from chat.ws import server_options, sock  # noqa: E402
 from core import logs  # noqa: E402
-from core.backplane import open_backplane  # noqa: E402
+from core.backplane import LocalBackplane, open_backplane  # noqa: E402
 from core.claim import ClaimError, claim_database  # noqa: E402
-from core.database import open_database  # noqa: E402
+from core.clock import SYSTEM, Clock  # noqa: E402
+from core.database import Database, open_database  # noqa: E402
 from core.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
 from core.server import Limits, Server  # noqa: E402
 from core.settings import Settings, SettingsError, load_settings  # noqa: E402
-from core.web import Services, register_error_handlers  # noqa: E402
+from core.status import Statuses  # noqa: E402
+from core.web import Authenticator, provide, register_error_handlers  # noqa: E402
+from core.wire import CLOSE_GOING_AWAY  # noqa: E402
 from presence.routes import bp as users_bp  # noqa: E402
 from presence.sweeper import Sweeper  # noqa: E402
 from presence.tracker import Presence  # noqa: E402
@@ -52,20 +60,35 @@ def configure_logging(settings: Settings) -> None:
     logs.install([logging.getLogger(name) for name in ("", "gunicorn.error", "gunicorn.access")])
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app: storage, services, routes, and the sweeper greenlet."""
-    settings = settings or load_settings()
-    configure_logging(settings)
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_REQUEST_BYTES
-    app.config["SOCK_SERVER_OPTIONS"] = server_options(settings.MAX_FRAME_BYTES)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
-    app.url_map.merge_slashes = False
+@dataclasses.dataclass
+class Greenroom:
+    """Everything one app instance owns, built by build() and set going by start()."""
 
-    claim = claim_database(settings.DATABASE_URL, bool(settings.REDIS_URL), settings.CLAIM_WAIT_S)
+    settings: Settings
+    clock: Clock
+    db: Database
+    backplane: LocalBackplane
+    auth: Auth
+    presence: Presence
+    rooms: Rooms
+    live: Live
+    writer: MessageWriter
+    sweeper: Sweeper
+    claim: object = None
+    started: bool = False
+    shutting_down: bool = False
+
+
+def build(settings: Settings, clock: Clock = SYSTEM) -> Greenroom:
+    """Make the services and wire them together through the backplane's events.
+
+    Nothing here starts a greenlet, opens a connection, takes the claim or touches
+    signals and logging: start() does, so tests can build everything in process.
+    """
     db = open_database(settings.DATABASE_URL)
-    backplane = open_backplane(settings.REDIS_URL, settings.BACKPLANE_CHANNEL, settings.HEARTBEAT_S)
+    backplane = open_backplane(
+        settings.REDIS_URL, settings.BACKPLANE_CHANNEL, settings.HEARTBEAT_S, clock
+    )
     passwords = Passwords(
         settings.ARGON2_TIME_COST, settings.ARGON2_MEMORY_KIB, settings.ARGON2_PARALLELISM
     )
@@ -76,31 +99,57 @@ def create_app(settings: Settings | None = None) -> Flask:
         _limiter(backplane, settings, "login"),
         _limiter(backplane, settings, "login-address"),
         _limiter(backplane, settings, "register"),
-        backplane.clustered,
-    )
-    registry: RoomRegistry = RoomRegistry()
-    auth.live_sessions = registry.live_sessions
-    presence = Presence(
-        db,
-        registry,
         backplane,
-        settings.WORKER_TIMEOUT_S,
-        on_session_ended=lambda s: auth.touch([s]),
+        clock,
     )
-    chat = Chat(
+    presence = Presence(db, backplane, settings.WORKER_TIMEOUT_S, clock)
+    registry: RoomRegistry[Connection] = RoomRegistry()
+    auth.live_sessions = registry.live_sessions
+    fanout = Fanout(registry, StoredFrames(db), settings.GAP_WAIT_S, clock)
+    writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, Publisher(fanout, backplane))
+    rooms = Rooms(
         db,
         settings,
-        registry,
-        presence,
         backplane,
+        writer,
+        presence,
         _limiter(backplane, settings, "send"),
         _limiter(backplane, settings, "create-room"),
+        clock,
     )
-    backplane.start(chat.on_messages, chat.on_event, chat.connected, presence.tick)
-    sweeper = Sweeper(chat, auth, settings)
-    app.extensions["greenroom"] = Services(settings, db, auth, chat, presence, sweeper, backplane)
-    app.extensions["greenroom.claim"] = claim
+    live = Live(db, settings, registry, fanout, writer, rooms, backplane, presence, clock)
+    # Live first: after a reconnection, feeds catch up before presence says hello.
+    live.subscribe()
+    presence.subscribe()
+    auth.subscribe()
+    sweeper = Sweeper(live, auth.expire_idle, [rooms.prune, live.prune], settings, clock)
+    return Greenroom(settings, clock, db, backplane, auth, presence, rooms, live, writer, sweeper)
 
+
+def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
+    """The Flask app over freshly built services, not yet started (gunicorn loads this)."""
+    settings = settings or load_settings()
+    gr = build(settings, clock)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_REQUEST_BYTES
+    app.config["SOCK_SERVER_OPTIONS"] = server_options(settings.MAX_FRAME_BYTES)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask types app.json as the base JSONProvider
+    # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
+    app.url_map.merge_slashes = False
+    app.extensions["greenroom.app"] = gr
+    provide(
+        app,
+        {
+            Settings: settings,
+            Clock: clock,
+            Authenticator: gr.auth,
+            Auth: gr.auth,
+            Statuses: gr.presence,
+            Presence: gr.presence,
+            Rooms: gr.rooms,
+            Live: gr.live,
+        },
+    )
     register_error_handlers(app)
     for bp in (auth_bp, rooms_bp, users_bp, ws_bp):
         app.register_blueprint(bp)
@@ -111,21 +160,42 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(
             {
                 "status": "ok",
-                "connections": len(registry),
-                "worker": backplane.worker_id,
-                "backplane": "redis" if backplane.clustered else "none",
-                "backplane_connected": backplane.connected,
+                "connections": len(gr.live.registry),
+                "worker": gr.backplane.worker_id,
+                "backplane": "redis" if gr.backplane.clustered else "none",
+                "backplane_connected": gr.backplane.connected,
             }
         )
 
-    sweeper.start()
-    _chain_sigterm(app)
+    return app
+
+
+def start(app: Flask, signals: bool = True) -> None:
+    """Set the app going: logging, the database claim, storage, the backplane, greenlets, SIGTERM.
+
+    python app.py calls it before listening; under gunicorn, gunicorn.conf.py's
+    post_worker_init hook calls it in each worker.
+    """
+    gr: Greenroom = app.extensions["greenroom.app"]
+    if gr.started:
+        return
+    gr.started = True
+    settings = gr.settings
+    configure_logging(settings)
+    gr.claim = claim_database(
+        settings.DATABASE_URL, bool(settings.REDIS_URL), settings.CLAIM_WAIT_S
+    )
+    gr.db.open()
+    gr.writer.start()
+    gr.backplane.start()
+    gr.sweeper.start()
+    if signals:
+        _chain_sigterm(app)
     log.info(
         "greenroom ready on %s, %s",
         _redacted(settings.DATABASE_URL),
         f"backplane {_redacted(settings.REDIS_URL)}" if settings.REDIS_URL else "one worker",
     )
-    return app
 
 
 def _limiter(backplane: object, settings: Settings, what: str) -> RateLimiter:
@@ -154,21 +224,22 @@ def _redacted(url: str) -> str:
 
 def shutdown(app: Flask) -> None:
     """Close every WebSocket with 1001 so clients reconnect elsewhere, and flush pending writes."""
-    svc: Services = app.extensions["greenroom"]
-    if svc.shutting_down:
+    gr: Greenroom = app.extensions["greenroom.app"]
+    if gr.shutting_down:
         return
-    svc.shutting_down = True
-    started = time.monotonic()
-    svc.sweeper.stop()
-    conns = svc.chat.close_all(CLOSE_GOING_AWAY, "server shutting down")
-    deadline = started + svc.settings.SHUTDOWN_TIMEOUT_S
+    gr.shutting_down = True
+    clock = gr.clock
+    started = clock.monotonic()
+    gr.sweeper.stop()
+    conns = gr.live.close_all(CLOSE_GOING_AWAY, "server shutting down")
+    deadline = started + gr.settings.SHUTDOWN_TIMEOUT_S
     for conn in conns:
-        conn.wait_closed(max(0.0, deadline - time.monotonic()))
-    svc.chat.writer.flush(max(0.0, deadline - time.monotonic()))
+        conn.wait_closed(max(0.0, deadline - clock.monotonic()))
+    gr.writer.flush(max(0.0, deadline - clock.monotonic()))
     # Other workers drop our users at once instead of waiting out WORKER_TIMEOUT_S.
-    svc.presence.goodbye()
-    svc.backplane.stop()
-    log.info("shutdown: closed %d connections in %.2f s", len(conns), time.monotonic() - started)
+    gr.presence.goodbye()
+    gr.backplane.stop()
+    log.info("shutdown: closed %d connections in %.2f s", len(conns), clock.monotonic() - started)
 
 
 def _chain_sigterm(app: Flask) -> None:
@@ -186,7 +257,8 @@ def _chain_sigterm(app: Flask) -> None:
 def main() -> None:
     try:
         settings = load_settings()
-        app = create_app(settings)
+        app = build_app(settings)
+        start(app)
     except (SettingsError, ClaimError) as exc:
         sys.exit(f"greenroom: {exc}")
     listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)

@@ -35,3 +35,12 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
         )
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+
+def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
+    """Start the worker's app (app.build_app() only builds it): the claim, storage, greenlets."""
+    from app import start
+
+    # worker.wsgi may be wrapped (core.server.GeventWorker bounds body reads); this is
+    # the Flask app itself, loaded once per worker.
+    start(worker.app.wsgi())

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import sqlite3
-import time
 from collections.abc import Callable, Collection
 
 from auth import store
 from auth.passwords import Passwords
 from auth.tokens import hash_token, new_token
-from chat.protocol import is_utf8
+from core.backplane import LocalBackplane
+from core.clock import Clock
 from core.database import Database
 from core.errors import ChatError, bad_request, rate_limited, unauthorized
+from core.events import SessionClosed, SessionIdle
 from core.ratelimit import RateLimiter
 from core.settings import Settings
+from core.web import Principal
+from core.wire import USERNAME_RE, is_utf8
 
 log = logging.getLogger(__name__)
 
-USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD_CHARS = 8
 # Longer passwords only cost hashing time; nobody types 1,024 characters.
 MAX_PASSWORD_CHARS = 1024
+# The reason a session's sockets get when a newer login ends it (MAX_SESSIONS_PER_USER).
+TOO_MANY_SESSIONS = "Session ended: too many sessions for this user, the oldest end first."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +69,11 @@ class Auth:
         failures: RateLimiter,
         address_failures: RateLimiter,
         registrations: RateLimiter,
-        clustered: bool = False,
-        clock: Callable[[], float] = time.time,
+        backplane: LocalBackplane,
+        clock: Clock,
     ) -> None:
         self._db = db
+        self._backplane = backplane
         self._passwords = passwords
         self._settings = settings
         self._clock = clock
@@ -85,36 +89,34 @@ class Auth:
         self._touch_after_s = min(60.0, settings.SESSION_IDLE_TIMEOUT_S / 4)
         # Other workers' sweepers cannot see this worker's sockets: with a backplane, the
         # sessions that hold one are refreshed in the database. Alone, `live_sessions` suffices.
-        self._clustered = clustered
+        self._clustered = backplane.clustered
         self._kept_alive_at = 0.0
 
     def register(self, username: object, password: object, client: str = "") -> str:
         username = check_username(username)
         password = check_password(password)
-        wait = self._registrations.acquire(client, self._clock())
+        wait = self._registrations.acquire(client, self._clock.time())
         if wait > 0:
             raise rate_limited(wait)
         password_hash = self._passwords.hash(password)
-        self._db.run(store.create_user, username, password_hash, self._clock())
+        self._db.run(store.create_user, username, password_hash, self._clock.time())
         log.info("registered user %s", username)
         return username
 
     def address_wait(self, client: str) -> float:
         """Seconds until this client address may try to authenticate again (0: now)."""
-        return self._address_failures.wait_time(client, self._clock())
+        return self._address_failures.wait_time(client, self._clock.time())
 
     def failed_socket_auth(self, client: str) -> None:
         """A WebSocket failed to authenticate: it counts like a failed login from this address."""
-        self._address_failures.charge(client, self._clock())
+        self._address_failures.charge(client, self._clock.time())
 
-    def login(
-        self, username: object, password: object, client: str = ""
-    ) -> tuple[str, str, list[str]]:
-        """Return (token, canonical username, token hashes of the sessions this login ended).
+    def login(self, username: object, password: object, client: str = "") -> tuple[str, str]:
+        """Return (token, canonical username).
 
         The token is never stored or logged. Past MAX_SESSIONS_PER_USER, the user's least
-        recently active sessions end (the caller closes their sockets), so nobody is
-        locked out of their own account by old sessions.
+        recently active sessions end and their sockets close on every worker, so nobody
+        is locked out of their own account by old sessions.
 
         Failures are counted per username and client address, so a stranger guessing
         cannot lock the real user out from their own address; and per client address
@@ -128,7 +130,7 @@ class Auth:
                 f"A password is at most {MAX_PASSWORD_CHARS} characters.", code="invalid_password"
             )
         key = f"{username.lower()[:64]}|{client}"
-        now = self._clock()
+        now = self._clock.time()
         wait = max(
             self._failures.wait_time(key, now), self._address_failures.wait_time(client, now)
         )
@@ -140,7 +142,7 @@ class Auth:
         ok = self._passwords.verify(row["password_hash"] if row else None, candidate)
         ok = ok and bool(candidate)
         if not ok:
-            now = self._clock()
+            now = self._clock.time()
             self._failures.charge(key, now)
             self._address_failures.charge(client, now)
             # Only an existing account's name is logged: what was typed as a username
@@ -158,7 +160,7 @@ class Auth:
             store.create_session,
             hash_token(token),
             row["username"],
-            self._clock(),
+            self._clock.time(),
             limit,
             frozenset(self.live_sessions()),
         )
@@ -171,14 +173,16 @@ class Auth:
             )
         else:
             log.info("login %s", row["username"])
-        return token, row["username"], ended
+        for token_hash in ended:
+            self._backplane.emit(SessionClosed(token_hash, TOO_MANY_SESSIONS))
+        return token, row["username"]
 
     def authenticate(self, token: str | None) -> Session:
         if not token:
             raise unauthorized()
         token_hash = hash_token(token)
         username = self._db.run(
-            self._check_session, token_hash, self._clock(), self._is_live(token_hash)
+            self._check_session, token_hash, self._clock.time(), self._is_live(token_hash)
         )
         if username is None:
             raise unauthorized()
@@ -201,13 +205,22 @@ class Auth:
             store.touch_sessions(conn, [token_hash], now)
         return row["username"]
 
-    def logout(self, session: Session) -> None:
+    def logout(self, session: Principal) -> None:
+        """End the session; its sockets close with 4001 on every worker."""
         self._db.run(store.delete_session, session.token_hash)
+        self._backplane.emit(SessionClosed(session.token_hash, "Logged out."))
         log.info("logout %s", session.username)
+
+    def subscribe(self) -> None:
+        self._backplane.subscribe(SessionIdle, self._on_session_idle)
+
+    def _on_session_idle(self, origin: str, event: SessionIdle) -> None:
+        """The session's last socket here closed: its idle clock starts now."""
+        self.touch([event.session])
 
     def touch(self, token_hashes: Collection[str]) -> None:
         if token_hashes:
-            self._db.run(store.touch_sessions, list(token_hashes), self._clock())
+            self._db.run(store.touch_sessions, list(token_hashes), self._clock.time())
 
     def expire_idle(self, now: float) -> list[str]:
         """End sessions idle longer than the timeout that hold no live connection."""

@@ -8,7 +8,6 @@ from collections.abc import Collection
 from auth.sessions import find_sessions_to_end
 from core.database import IntegrityError
 from core.errors import conflict
-from core.paging import ListPage
 
 
 def create_user(conn: sqlite3.Connection, username: str, password_hash: str, now: float) -> None:
@@ -27,23 +26,6 @@ def find_user(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
         "SELECT username, password_hash, last_seen FROM users WHERE username_key = ?",
         (username.lower(),),
     ).fetchone()
-
-
-def list_users(
-    conn: sqlite3.Connection, after: tuple[object, ...] | None, limit: int
-) -> ListPage[sqlite3.Row]:
-    """Users in username_key order (the primary key's), after `after`."""
-    rows = conn.execute(
-        "SELECT username_key, username, last_seen FROM users WHERE username_key > ?"
-        " ORDER BY username_key LIMIT ?",
-        (after[0] if after is not None else "", limit + 1),
-    ).fetchall()
-    last = rows[limit - 1] if len(rows) > limit else None
-    return ListPage(rows[:limit], None if last is None else (last["username_key"],))
-
-
-def set_last_seen(conn: sqlite3.Connection, username: str, now: float) -> None:
-    conn.execute("UPDATE users SET last_seen = ? WHERE username = ?", (now, username))
 
 
 def create_session(
@@ -79,7 +61,8 @@ def create_session(
         "INSERT INTO sessions (token_hash, username, created_at, last_active) VALUES (?, ?, ?, ?)",
         (token_hash, username, now, now),
     )
-    set_last_seen(conn, username, now)
+    # A login counts as being seen (presence reads last_seen).
+    conn.execute("UPDATE users SET last_seen = ? WHERE username = ?", (now, username))
     return ended
 
 

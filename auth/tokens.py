@@ -15,14 +15,3 @@ def new_token() -> str:
 def hash_token(token: str) -> str:
     # A fast hash is enough: tokens carry 256 random bits, so there is nothing to brute-force.
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def parse_bearer(header: str | None) -> str | None:
-    """The token from an `Authorization: Bearer <token>` header, or None."""
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token

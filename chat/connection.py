@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import socket
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -30,19 +29,12 @@ from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 from chat.budget import FrameCounter, InboundBudget
-from chat.protocol import PING_FRAME, text_frame
+from core.clock import Clock, Timer
 from core.settings import Settings
+from core.wire import CLOSE_TOO_MANY_FRAMES, CLOSE_TOO_SLOW, PING_FRAME, text_frame
 
 log = logging.getLogger(__name__)
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_TIMEOUT = 4002
-CLOSE_TOO_SLOW = 4008
-CLOSE_TOO_MANY_CONNECTIONS = 4009
-CLOSE_TOO_MANY_FRAMES = 4029
 # How the reader yields before each read. A timer, however short, makes the hub go
 # round its loop and poll I/O; gevent.sleep(0) only ran other callbacks: measured
 # under a ping flood, another user's request took 0.5-0.9 s with sleep(0) and
@@ -162,7 +154,7 @@ class Connection:
         max_bytes: int,
         close_timeout_s: float,
         inbound: InboundLimits,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
     ) -> None:
         self.ws = ws
         self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
@@ -177,10 +169,11 @@ class Connection:
         except OSError:
             pass  # the client is already gone: the reader's first recv will say so
         ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
-        self._clock = clock
+        self._clock = clock.monotonic  # liveness and budgets run on monotonic time
+        self._timers = clock
         self._limits = inbound
         self._authenticated = False
-        self._budget = self._limits.budget(False, clock())
+        self._budget = self._limits.budget(False, self._clock())
         self._frames = FrameCounter()
         self._reader_wake = Event()  # set when the reader may have something new to check
         self._stopped_reading = False  # we ended the reader (closing), not the client
@@ -196,7 +189,7 @@ class Connection:
         self.pending: dict[str, list[tuple[int, bytes]]] = {}
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
-        self.last_heard = clock()
+        self.last_heard = self._clock()
         self.last_ping = self.last_heard
         self.close_code: int | None = None
         self._close_reason = ""
@@ -204,7 +197,7 @@ class Connection:
         self._writer_finished = False
         self._wake = Event()
         self.done = Event()
-        self._abort_timer: gevent.Greenlet | None = None
+        self._abort_timer: Timer | None = None
         # Spawned on first need: with the fast path in push(), an idle or keeping-up
         # connection never needs one, which saves a greenlet (~12 KB) per connection.
         self._writer: gevent.Greenlet | None = None
@@ -426,7 +419,7 @@ class Connection:
         self._wake_writer()
         self._reader_wake.set()
         # A client that stops reading could hold the writer in sendall forever.
-        self._abort_timer = gevent.spawn_later(self._close_timeout_s, self.abort)
+        self._abort_timer = self._timers.call_later(self._close_timeout_s, self.abort)
 
     def abort(self) -> None:
         """Cut the TCP connection now; the reader and writer both end."""

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-import gevent
+from chat.messages import Sender
+from core.clock import Clock
 
 log = logging.getLogger(__name__)
 
 # What fetch(room, after, before, limit) returns: (seq, frame) pairs, oldest first.
 Fetch = Callable[[str, int, int | None, int], list[tuple[int, bytes]]]
+
 FILL_PAGE = 500
 
 
@@ -40,7 +41,7 @@ class _Feed:
         self.gap_since = 0.0
         self.filling = False
         self.refill = False  # a catch-up was asked for while a fill ran: run it after
-        self.waiters: list[tuple[int, Callable[[], None]]] = []
+        self.waiters: list[tuple[int, Sender, dict[str, object]]] = []
 
 
 class Fanout:
@@ -51,14 +52,13 @@ class Fanout:
         registry: Any,
         fetch: Fetch,
         gap_wait_s: float,
-        clock: Callable[[], float] = time.monotonic,
-        schedule: Callable[[float, Callable[[], None]], object] | None = None,
+        clock: Clock,
     ) -> None:
         self._registry = registry
         self._fetch = fetch
         self._gap_wait_s = gap_wait_s
         self._clock = clock
-        self._schedule = schedule or (lambda delay, fn: gevent.spawn_later(delay, fn))
+        self._schedule = clock.call_later
         self._feeds: dict[str, _Feed] = {}
         self._tokens = itertools.count(1)
         self.filled = 0  # messages read from the database to close gaps (for logs and tests)
@@ -115,7 +115,7 @@ class Fanout:
     def _gap_opened(self, room: str, feed: _Feed) -> None:
         if feed.gap is None:
             token = feed.gap = next(self._tokens)
-            feed.gap_since = self._clock()
+            feed.gap_since = self._clock.monotonic()
             self._schedule(self._gap_wait_s, lambda: self.check(room, token))
 
     # ---- joins --------------------------------------------------------------
@@ -139,13 +139,17 @@ class Fanout:
         feed = self._feeds.get(room)
         return None if feed is None else feed.position
 
-    def when_passed(self, room: str, seq: int, fn: Callable[[], None]) -> None:
-        """Call fn once seq has been passed on to the room's subscribers (at once if it has)."""
+    def when_passed(self, room: str, seq: int, to: Sender, ack: dict[str, object]) -> None:
+        """Send `ack` to `to` once seq has been passed on to the room's subscribers (at once if it has).
+
+        So a sender's ack follows its message frame, even when an earlier message from
+        another worker holds this one back for a moment.
+        """
         feed = self._feeds.get(room)
         if feed is None or feed.position is None or feed.position >= seq:
-            fn()
+            to.send(ack)
         else:
-            feed.waiters.append((seq, fn))
+            feed.waiters.append((seq, to, ack))
 
     def drop(self, room: str) -> None:
         """The room is gone (deleted): forget its feed."""
@@ -169,7 +173,7 @@ class Fanout:
             "room %s: seq %d still missing after %.2f s; reading it from the database",
             room,
             feed.position + 1,
-            self._clock() - feed.gap_since,
+            self._clock.monotonic() - feed.gap_since,
         )
         self._fill(room, feed, min(feed.held))
 
@@ -268,11 +272,11 @@ class Fanout:
         if not due:
             return
         feed.waiters = [] if all_ else [w for w in feed.waiters if w not in due]
-        for _, fn in due:
+        for _, to, ack in due:
             try:
-                fn()
+                to.send(ack)
             except Exception:
-                log.exception("a delivery callback failed")
+                log.exception("sending an ack failed")
 
     def prune(self) -> int:
         """Forget the feeds of rooms nobody here follows any more (a quiet room never drops its own)."""

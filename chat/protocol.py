@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
-from datetime import UTC, datetime
 
+from chat.messages import Message
 from core.errors import ChatError
+from core.wire import is_utf8, iso, text_frame
 
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_ROOM_ID_CHARS = 64
@@ -33,20 +33,6 @@ class Frame:
     body: str | None = None
     client_msg_id: str | None = None
     token: str | None = None
-
-
-def is_utf8(text: str) -> bool:
-    """False for strings with lone surrogates (JSON allows "\\ud800"; UTF-8, SQLite and argon2 do not)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def iso(ts: float) -> str:
-    """Seconds since the epoch as ISO-8601 UTC with milliseconds, e.g. 2026-11-24T02:06:50.123Z."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def invalid_frame(message: str, **echo: object) -> ChatError:
@@ -140,28 +126,26 @@ def check_body(body: object, max_chars: int, echo: dict[str, object] | None = No
     return body
 
 
-def dumps(obj: dict[str, object]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def encode_text(payload: bytes) -> bytes:
-    """One unmasked, uncompressed WebSocket text frame (RFC 6455): the same bytes suit every client."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
-
-
-def text_frame(obj: dict[str, object]) -> bytes:
-    return encode_text(dumps(obj))
-
-
-PING_FRAME = b"\x89\x00"
-
-
 def error_frame(err: ChatError) -> dict[str, object]:
     return {"type": "error", **err.to_dict()}
+
+
+def message_json(m: Message) -> dict[str, object]:
+    """A stored message as the API shows it (REST bodies, history, `message` frames)."""
+    return {
+        "room": m.room,
+        "seq": m.seq,
+        "user": m.user,
+        "body": m.body,
+        "ts": iso(m.ts),
+        "client_msg_id": m.client_msg_id,
+    }
+
+
+def message_frame(m: Message) -> bytes:
+    """The `message` frame, encoded once for every subscriber and every worker."""
+    return text_frame({"type": "message", **message_json(m)})
+
+
+def ack_frame(m: Message, client_msg_id: str | None) -> dict[str, object]:
+    return {"type": "ack", "room": m.room, "client_msg_id": client_msg_id, "seq": m.seq}

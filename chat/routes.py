@@ -6,12 +6,13 @@ import re
 
 from flask import Blueprint, Response, jsonify, request
 
-from auth.routes import current_session, login_required
-from chat.protocol import MAX_ROOM_ID_CHARS
-from chat.store import room_not_found
+from chat.errors import room_not_found
+from chat.membership import Rooms
+from chat.protocol import MAX_ROOM_ID_CHARS, message_json
 from core.errors import bad_request
 from core.paging import encode_cursor, parse_page_args
-from core.web import json_body, no_content, services
+from core.settings import Settings
+from core.web import current_session, json_body, login_required, no_content, service
 
 bp = Blueprint("rooms", __name__, url_prefix="/api/rooms")
 
@@ -39,7 +40,7 @@ def _int_arg(name: str) -> int | None:
 
 
 def _page_args(shape: tuple[type, ...]) -> tuple[int, tuple[object, ...] | None]:
-    s = services().settings
+    s = service(Settings)
     return parse_page_args(request.args, shape, s.LIST_PAGE_SIZE, s.LIST_MAX_PAGE_SIZE)
 
 
@@ -47,7 +48,7 @@ def _page_args(shape: tuple[type, ...]) -> tuple[int, tuple[object, ...] | None]
 @login_required
 def create_room() -> tuple[Response, int]:
     body = json_body()
-    room = services().chat.create_room(
+    room = service(Rooms).create_room(
         _user(), body.get("name"), body.get("capacity"), body.get("private")
     )
     return jsonify(room), 201
@@ -57,33 +58,33 @@ def create_room() -> tuple[Response, int]:
 @login_required
 def list_rooms() -> Response:
     limit, after = _page_args((float, str))
-    page = services().chat.list_rooms(_user(), after, limit)
+    page = service(Rooms).list_rooms(_user(), after, limit)
     return jsonify({"rooms": page.items, "next_cursor": encode_cursor(page.next_key)})
 
 
 @bp.get("/<room_id>")
 @login_required
 def get_room(room_id: str) -> Response:
-    return jsonify(services().chat.get_room(_user(), _room_id(room_id)))
+    return jsonify(service(Rooms).get_room(_user(), _room_id(room_id)))
 
 
 @bp.delete("/<room_id>")
 @login_required
 def delete_room(room_id: str) -> Response:
-    services().chat.delete_room(_user(), _room_id(room_id))
+    service(Rooms).delete_room(_user(), _room_id(room_id))
     return no_content()
 
 
 @bp.post("/<room_id>/join")
 @login_required
 def join(room_id: str) -> Response:
-    return jsonify(services().chat.join(_user(), _room_id(room_id)))
+    return jsonify(service(Rooms).join(_user(), _room_id(room_id)))
 
 
 @bp.post("/<room_id>/leave")
 @login_required
 def leave(room_id: str) -> Response:
-    services().chat.leave(_user(), _room_id(room_id))
+    service(Rooms).leave(_user(), _room_id(room_id))
     return no_content()
 
 
@@ -91,25 +92,29 @@ def leave(room_id: str) -> Response:
 @login_required
 def members(room_id: str) -> Response:
     limit, after = _page_args((str,))
-    page = services().chat.members(_user(), _room_id(room_id), after, limit)
+    page = service(Rooms).members(_user(), _room_id(room_id), after, limit)
     return jsonify({"members": page.items, "next_cursor": encode_cursor(page.next_key)})
 
 
 @bp.post("/<room_id>/invites")
 @login_required
 def invite(room_id: str) -> Response:
-    services().chat.invite(_user(), _room_id(room_id), json_body().get("username"))
+    service(Rooms).invite(_user(), _room_id(room_id), json_body().get("username"))
     return no_content()
 
 
 @bp.get("/<room_id>/messages")
 @login_required
 def history(room_id: str) -> Response:
-    page = services().chat.history(
+    page = service(Rooms).history(
         _user(), _room_id(room_id), _int_arg("before"), _int_arg("after"), _int_arg("limit")
     )
     return jsonify(
-        {"messages": page.messages, "has_more": page.has_more, "last_seq": page.last_seq}
+        {
+            "messages": [message_json(m) for m in page.messages],
+            "has_more": page.has_more,
+            "last_seq": page.last_seq,
+        }
     )
 
 
@@ -117,7 +122,7 @@ def history(room_id: str) -> Response:
 @login_required
 def post_message(room_id: str) -> tuple[Response, int]:
     body = json_body()
-    message, retry = services().chat.post(
+    message, retry = service(Rooms).post(
         _user(), _room_id(room_id), body.get("body"), body.get("client_msg_id")
     )
-    return jsonify(message), 200 if retry else 201
+    return jsonify(message_json(message)), 200 if retry else 201

@@ -11,10 +11,19 @@ import logging
 import secrets
 import sqlite3
 
-from chat.protocol import iso
+from chat import store_pg
+from chat.errors import (
+    client_msg_id_reused,
+    not_a_member,
+    room_not_found,
+    room_restricted,
+    too_many_rooms,
+)
+from chat.messages import Draft, Message, Stored, message_row
 from core.database import DatabaseError
 from core.errors import ChatError, conflict, forbidden, not_found
 from core.paging import ListPage
+from core.wire import iso
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +33,6 @@ ROOM_ID_CHARS = 10
 
 def new_room_id() -> str:
     return "".join(secrets.choice(ROOM_ID_ALPHABET) for _ in range(ROOM_ID_CHARS))
-
-
-def room_not_found(room_id: str) -> ChatError:
-    return not_found("room_not_found", f"There is no room {room_id}.")
-
-
-def not_a_member(room_id: str) -> ChatError:
-    return forbidden("not_a_member", f"You are not a member of room {room_id}.")
-
-
-def room_restricted(room_id: str) -> ChatError:
-    return forbidden("room_restricted", f"Room {room_id} is private: ask its owner for an invite.")
 
 
 def room_dict(row: sqlite3.Row) -> dict[str, object]:
@@ -80,12 +77,6 @@ def _is_invited(conn: sqlite3.Connection, room_id: str, username: str) -> bool:
 
 def _member_count(conn: sqlite3.Connection, room_id: str) -> int:
     return conn.execute("SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,)).fetchone()[0]
-
-
-def too_many_rooms(max_owned: int) -> ChatError:
-    return conflict(
-        "too_many_rooms", f"You own {max_owned} rooms, the most allowed: delete one first."
-    )
 
 
 def create_room(
@@ -281,49 +272,12 @@ def rooms_of(conn: sqlite3.Connection, username: str) -> list[str]:
 # ---- messages ---------------------------------------------------------------
 
 
-def message_row(row: sqlite3.Row) -> dict[str, object]:
-    return {
-        "room": row["room_id"],
-        "seq": row["seq"],
-        "user": row["username"],
-        "body": row["body"],
-        "ts": iso(row["ts"]),
-        "client_msg_id": row["client_msg_id"],
-    }
-
-
-@dataclasses.dataclass
-class Draft:
-    """A message waiting to be stored."""
-
-    room: str
-    user: str
-    body: str
-    client_msg_id: str | None
-    ts: float
-
-
-@dataclasses.dataclass
-class Stored:
-    """The outcome of storing one draft: the message, whether it existed already, or an error."""
-
-    message: dict[str, object] | None = None
-    duplicate: bool = False
-    error: ChatError | None = None
-
-
-def client_msg_id_reused() -> ChatError:
-    return conflict(
-        "client_msg_id_reused", "That client_msg_id was already used for a message in another room."
-    )
-
-
 def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> list[Stored]:
     """Store a batch in one transaction: one commit for many messages (group commit)."""
     # PostgreSQL stores the batch in one round trip when nothing goes wrong.
-    fast = getattr(conn, "store_messages", None)
-    if fast is not None:
-        stored = fast(drafts, keep)
+    pg = getattr(conn, "pg", None)
+    if pg is not None:
+        stored = store_pg.store_messages(pg, drafts, keep)
         if stored is not None:
             return stored
     results: list[Stored] = [Stored()] * len(drafts)
@@ -373,21 +327,12 @@ def _store_one(conn: sqlite3.Connection, d: Draft, touched: dict[str, int]) -> S
         (d.room, seq, d.user, d.body, d.ts, d.client_msg_id),
     )
     touched[d.room] = seq
-    return Stored(
-        message={
-            "room": d.room,
-            "seq": seq,
-            "user": d.user,
-            "body": d.body,
-            "ts": iso(d.ts),
-            "client_msg_id": d.client_msg_id,
-        }
-    )
+    return Stored(message=Message(d.room, seq, d.user, d.body, d.ts, d.client_msg_id))
 
 
 @dataclasses.dataclass
 class Page:
-    messages: list[dict[str, object]]
+    messages: list[Message]
     has_more: bool
     last_seq: int
     first_kept_seq: int  # the oldest seq still stored (last_seq + 1 when none is)
@@ -402,7 +347,7 @@ def _bounds(conn: sqlite3.Connection, room_id: str, last_seq: int) -> int:
 
 def messages_between(
     conn: sqlite3.Connection, room_id: str, after: int, before: int | None, limit: int
-) -> list[dict[str, object]]:
+) -> list[Message]:
     """Stored messages with after < seq < before, oldest first (no access check: for live delivery)."""
     rows = conn.execute(
         "SELECT * FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",

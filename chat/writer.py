@@ -1,21 +1,23 @@
-"""The message writer: one greenlet that stores queued messages in batches, then publishes them in order.
+"""The message writer: one greenlet that stores queued drafts in batches, then hands them on in commit order.
 
 Many senders share one commit (group commit) because the queue fills while the
-database thread is busy. Publishing happens here, in commit order, so every room's
-messages reach subscribers in seq order; acks go out only after the commit.
+database thread is busy. The outcomes go to the Publisher (chat/publisher.py) in
+commit order, so every room's messages reach subscribers in seq order, and acks go
+out only after the commit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
 
-from chat.store import Draft, Stored, store_messages
+from chat.messages import Draft, Stored
+from chat.store import store_messages
 from core.database import Database
 from core.errors import ChatError
 
@@ -27,32 +29,37 @@ MAX_BATCH = 512
 PUBLISH_SLICE = 32
 STORE_FAILED = ChatError(503, "unavailable", "The message could not be stored: try again.")
 
-Callback = Callable[[Stored], None]
+
+class Publisher(Protocol):
+    def publish(self, outcomes: list[tuple[Draft, Stored]]) -> None:
+        """Pass on one slice of a committed batch, in commit order (runs on the writer greenlet)."""
 
 
 class MessageWriter:
-    """Accepts drafts from any greenlet; stores them and calls back in commit order."""
+    """Accepts drafts from any greenlet; stores them and publishes them in commit order."""
 
-    def __init__(
-        self, db: Database, keep_per_room: int, publish: Callable[[list[dict[str, object]]], None]
-    ) -> None:
+    def __init__(self, db: Database, keep_per_room: int, publisher: Publisher) -> None:
         self._db = db
         self._keep = keep_per_room
-        self._publish = publish
-        self._queue: Queue[tuple[Draft, Callback]] = Queue()
-        self._idle = gevent.event.Event()
+        self._publisher = publisher
+        self._queue: Queue[tuple[Draft, AsyncResult[Stored] | None]] = Queue()
+        self._idle = Event()
         self._idle.set()
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
 
-    def submit(self, draft: Draft, done: Callback) -> None:
-        """Queue a draft; `done` runs on the writer greenlet after the commit (it must not block)."""
+    def submit(self, draft: Draft) -> None:
+        """Queue a draft; its sender (if any) gets the ack or error from the publisher."""
         self._idle.clear()
-        self._queue.put((draft, done))
+        self._queue.put((draft, None))
 
     def store(self, draft: Draft) -> Stored:
         """Queue a draft and wait for its outcome (REST posts)."""
         result: AsyncResult[Stored] = AsyncResult()
-        self.submit(draft, result.set)
+        self._idle.clear()
+        self._queue.put((draft, result))
         return result.get()
 
     def _run(self) -> None:
@@ -64,28 +71,24 @@ class MessageWriter:
             if self._queue.empty():
                 self._idle.set()
 
-    def _write(self, batch: list[tuple[Draft, Callback]]) -> None:
+    def _write(self, batch: list[tuple[Draft, AsyncResult[Stored] | None]]) -> None:
         started = time.perf_counter()
         try:
-            outcomes = self._db.run(store_messages, [d for d, _ in batch], self._keep)
+            stored = self._db.run(store_messages, [d for d, _ in batch], self._keep)
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
-            outcomes = [None] * len(batch)
-        results = [
-            (done, stored if stored is not None else Stored(error=STORE_FAILED))
-            for (_, done), stored in zip(batch, outcomes, strict=True)
-        ]
-        for start in range(0, len(results), PUBLISH_SLICE):
+            stored = [Stored(error=STORE_FAILED)] * len(batch)
+        outcomes = [(d, s) for (d, _), s in zip(batch, stored, strict=True)]
+        for start in range(0, len(outcomes), PUBLISH_SLICE):
             if start:
                 gevent.sleep(0)
-            part = results[start : start + PUBLISH_SLICE]
-            # Messages first, then the acks: a sender sees its message before its ack.
-            self._publish([s.message for _, s in part if s.message is not None and not s.duplicate])
-            for done, stored in part:
-                try:
-                    done(stored)
-                except Exception:
-                    log.exception("message callback failed")
+            try:
+                self._publisher.publish(outcomes[start : start + PUBLISH_SLICE])
+            except Exception:
+                log.exception("publishing stored messages failed")
+        for (_, waiter), (_, outcome) in zip(batch, outcomes, strict=True):
+            if waiter is not None:
+                waiter.set(outcome)
         log.debug(
             "stored %d messages in %.1f ms", len(batch), (time.perf_counter() - started) * 1e3
         )
@@ -95,4 +98,5 @@ class MessageWriter:
         return self._idle.wait(timeout)
 
     def stop(self) -> None:
-        self._greenlet.kill()
+        if self._greenlet is not None:
+            self._greenlet.kill()

@@ -14,20 +14,19 @@ from flask import Blueprint, Response, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from auth.service import Session
-from auth.tokens import parse_bearer
-from chat.connection import (
+from chat.connection import Connection, InboundLimits, ReaderGreenlet
+from chat.live import Live
+from chat.protocol import Frame, error_frame, parse_frame
+from core.clock import Clock
+from core.errors import ChatError, bad_request, rate_limited, unauthorized
+from core.settings import Settings
+from core.web import Authenticator, Principal, error_response, parse_bearer, service
+from core.wire import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHORIZED,
-    Connection,
-    InboundLimits,
-    ReaderGreenlet,
 )
-from chat.protocol import Frame, error_frame, parse_frame
-from core.errors import ChatError, bad_request, rate_limited, unauthorized
-from core.web import Services, error_response, services
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +60,13 @@ def _hold_failing_address() -> tuple[Response, int] | None:
     connection, and one client reconnected 120 times a second). Waiting costs this
     greenlet nothing, and a client that retries in a loop gets one try per refill.
     """
-    svc = services()
+    auth = service(Authenticator)
     address = request.remote_addr or ""
-    wait = svc.auth.address_wait(address)
+    wait = auth.address_wait(address)
     if wait <= 0:
         return None
-    gevent.sleep(min(wait, svc.settings.AUTH_TIMEOUT_S))
-    wait = svc.auth.address_wait(address)
+    gevent.sleep(min(wait, service(Settings).AUTH_TIMEOUT_S))
+    wait = auth.address_wait(address)
     if wait > 0:
         return error_response(rate_limited(wait))
     return None
@@ -84,22 +83,23 @@ def server_options(max_frame_bytes: int) -> dict[str, object]:
 
 @sock.route("/ws", bp=bp)
 def websocket(ws: object) -> None:
-    svc = services()
-    s = svc.settings
+    s = service(Settings)
+    live = service(Live)
     conn = Connection(
         ws,
         s.OUTBOX_MAX_FRAMES,
         s.OUTBOX_MAX_BYTES,
         s.CLOSE_TIMEOUT_S,
         inbound=InboundLimits.from_settings(s),
+        clock=service(Clock),
     )
     try:
-        session = _authenticate(svc, ws, conn)
+        session = _authenticate(s, ws, conn)
         if session is None:
             return
         # From here to connect() nothing yields: the place admit() found is still free.
         try:
-            svc.chat.admit(session.username)
+            live.admit(session.username)
         except ChatError as err:
             conn.send(error_frame(err))
             conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
@@ -107,67 +107,67 @@ def websocket(ws: object) -> None:
         conn.authenticated()
         # `ready` is queued first so it is always the first frame, whatever others push.
         conn.send({"type": "ready", "username": session.username})
-        svc.chat.connect(conn, session.username, session.token_hash)
-        _serve(svc, ws, conn)
+        live.connect(conn, session.username, session.token_hash)
+        _serve(s, live, ws, conn)
     except ConnectionClosed:
         pass
     except Exception:
         log.exception("WebSocket handler failed for %s", conn.username)
         conn.close(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
-        svc.chat.disconnect(conn)
+        live.disconnect(conn)
         conn.close(CLOSE_NORMAL)
         conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
 
 
-def _authenticate(svc: Services, ws: object, conn: Connection) -> Session | None:
+def _authenticate(s: Settings, ws: object, conn: Connection) -> Principal | None:
     """From the Authorization header, else from a first `auth` frame within AUTH_TIMEOUT_S."""
+    auth = service(Authenticator)
     header = request.headers.get("Authorization")
     try:
         if header is not None:
-            return svc.auth.authenticate(parse_bearer(header))
-        text = ws.receive(timeout=svc.settings.AUTH_TIMEOUT_S)  # type: ignore[attr-defined]
+            return auth.authenticate(parse_bearer(header))
+        text = ws.receive(timeout=s.AUTH_TIMEOUT_S)  # type: ignore[attr-defined]
         if text is None:
             raise unauthorized("Authenticate first: send an auth frame with your token.")
-        frame = parse_frame(text, svc.settings.MAX_MESSAGE_CHARS)
+        frame = parse_frame(text, s.MAX_MESSAGE_CHARS)
         if frame.type != "auth":
             raise unauthorized("Authenticate first: send an auth frame with your token.")
-        return svc.auth.authenticate(frame.token)
+        return auth.authenticate(frame.token)
     except ChatError as err:
         if err.code != "unauthorized":
             err = unauthorized(f"Authenticate first: {err.message}")
-        svc.auth.failed_socket_auth(request.remote_addr or "")
+        auth.failed_socket_auth(request.remote_addr or "")
         conn.send(error_frame(err))
         conn.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return None
 
 
-def _serve(svc: Services, ws: object, conn: Connection) -> None:
-    max_chars = svc.settings.MAX_MESSAGE_CHARS
+def _serve(s: Settings, live: Live, ws: object, conn: Connection) -> None:
+    max_chars = s.MAX_MESSAGE_CHARS
     while conn.open:
         text = ws.receive()  # type: ignore[attr-defined]
         if text is None:
             continue
         try:
-            _dispatch(svc, conn, parse_frame(text, max_chars))
+            _dispatch(live, conn, parse_frame(text, max_chars))
         except ChatError as err:
             conn.send(error_frame(err))
 
 
-def _dispatch(svc: Services, conn: Connection, frame: Frame) -> None:
-    chat = svc.chat
+def _dispatch(live: Live, conn: Connection, frame: Frame) -> None:
     echo = {"room": frame.room} if frame.room else {}
     try:
         if frame.type == "ping":
             conn.send({"type": "pong"})
         elif frame.type == "join":
-            chat.ws_join(conn, frame.room, frame.since)  # type: ignore[arg-type]
+            live.join(conn, frame.room, frame.since)  # type: ignore[arg-type]
         elif frame.type == "leave":
-            chat.ws_leave(conn, frame.room)  # type: ignore[arg-type]
+            live.leave(conn, frame.room)  # type: ignore[arg-type]
         elif frame.type == "send":
-            chat.ws_send(conn, frame.room, frame.body, frame.client_msg_id)  # type: ignore[arg-type]
+            live.send(conn, frame.room, frame.body, frame.client_msg_id)  # type: ignore[arg-type]
         elif frame.type == "typing":
-            chat.ws_typing(conn, frame.room)  # type: ignore[arg-type]
+            live.typing(conn, frame.room)  # type: ignore[arg-type]
         elif frame.type == "auth":
             raise bad_request("This connection is already authenticated.", code="invalid_frame")
     except ChatError as err:

@@ -1,13 +1,15 @@
 """The backplane between workers: what one worker publishes, every other worker receives.
 
-Without REDIS_URL there are no other workers: LocalBackplane hands each event to
-this worker's own handler and publishes nothing. With REDIS_URL, RedisBackplane
-also publishes every message batch and event on one Redis pub/sub channel, and a
-subscriber greenlet hands other workers' traffic to the same handlers.
+It is also the event bus inside one worker: chat, auth and presence subscribe to
+event types (core.events) and never call each other. Without REDIS_URL there are no
+other workers: LocalBackplane hands each event to this worker's own handlers and
+publishes nothing. With REDIS_URL, RedisBackplane also publishes every message
+batch and wire event on one Redis pub/sub channel, and a subscriber greenlet hands
+other workers' traffic to the same handlers.
 
 Redis pub/sub keeps each publisher's order but loses whatever is published while
 a subscriber is disconnected. So the subscriber reports every (re)subscription
-(`on_connected`), after which the chat core reads what it missed from the
+(a Resubscribed event), after which chat reads what it missed from the
 database; message seqs reveal any other gap (chat.fanout). A publish that fails
 is kept and retried in order, so other workers get it late rather than never.
 
@@ -22,20 +24,22 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
-from gevent.event import Event
+from gevent.event import Event as Flag
+
+from core import events
+from core.clock import Clock
+from core.events import Event, Messages, Resubscribed, Tick
 
 log = logging.getLogger(__name__)
 
 Items = list[tuple[str, int, bytes]]  # (room, seq, encoded frame)
-OnMessages = Callable[[Items], None]
-OnEvent = Callable[[str, dict[str, Any]], None]  # (origin worker id, event)
-Hook = Callable[[], None]
+E = TypeVar("E", bound=Event)
+Handler = Callable[[str, E], None]  # (origin worker id, event)
 
 # Publishes kept while Redis is unreachable; beyond this the oldest are dropped
 # (other workers still find those messages by seq, from the database).
@@ -84,43 +88,47 @@ def decode(data: bytes) -> tuple[str, str, Items | dict[str, Any]]:
 
 
 class LocalBackplane:
-    """One worker alone: events go to its own handler; nothing leaves the process."""
+    """One worker alone, and the in-process event bus every backplane is.
+
+    Handlers subscribe by event type; emit() runs them here and (with Redis) on every
+    other worker, publish() only elsewhere, local() only here.
+    """
 
     clustered = False
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.worker_id = secrets.token_hex(6)
         self.connected = True
-        self._on_messages: OnMessages = lambda items: None
-        self._on_event: OnEvent = lambda origin, event: None
-        self._on_connected: Hook = lambda: None
-        self._on_tick: Callable[[float], None] = lambda now: None
+        self._clock = clock
+        self._handlers: dict[type[Event], list[Handler[Any]]] = {}
 
-    def start(
-        self,
-        on_messages: OnMessages,
-        on_event: OnEvent,
-        on_connected: Hook,
-        on_tick: Callable[[float], None],
-    ) -> None:
-        """Take the handlers: other workers' messages and events, reconnections, heartbeats."""
-        self._on_messages = on_messages
-        self._on_event = on_event
-        self._on_connected = on_connected
-        self._on_tick = on_tick
+    def subscribe(self, kind: type[E], handler: Handler[E]) -> None:
+        """Call handler(origin worker id, event) for every event of this kind, from any worker."""
+        self._handlers.setdefault(kind, []).append(handler)
+
+    def local(self, event: Event) -> None:
+        """Handle an event on this worker only."""
+        self._dispatch_event(self.worker_id, event)
+
+    def emit(self, event: Event) -> None:
+        """Handle an event here, and on every other worker."""
+        self._dispatch_event(self.worker_id, event)
+
+    def publish(self, event: Event) -> None:
+        """Tell the other workers only."""
 
     def publish_messages(self, items: Items) -> None:
         """This worker delivers its own messages itself; nobody else needs them."""
 
-    def emit(self, event: dict[str, Any]) -> None:
-        """Handle an event here, and on every other worker."""
-        self._on_event(self.worker_id, event)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        """Tell the other workers only."""
+    def start(self) -> None:
+        """Start talking to the other workers (nothing to do alone)."""
 
     def stop(self) -> None:
         pass
+
+    def _dispatch_event(self, origin: str, event: Event) -> None:
+        for handler in self._handlers.get(type(event), ()):
+            handler(origin, event)
 
 
 class _Silent(Exception):
@@ -132,8 +140,8 @@ class RedisBackplane(LocalBackplane):
 
     clustered = True
 
-    def __init__(self, url: str, channel: str, heartbeat_s: float) -> None:
-        super().__init__()
+    def __init__(self, url: str, channel: str, heartbeat_s: float, clock: Clock) -> None:
+        super().__init__(clock)
         # Imported here, after app.py's patch_all(): redis-py is then cooperative.
         import redis
         from redis.backoff import NoBackoff
@@ -153,19 +161,12 @@ class RedisBackplane(LocalBackplane):
         self._heartbeat_s = heartbeat_s
         self.connected = False
         self._backlog: deque[bytes] = deque()
-        self._wake = Event()
+        self._wake = Flag()
         self._greenlets: list[gevent.Greenlet] = []
-        self._heard_at = time.monotonic()
+        self._heard_at = self._clock.monotonic()
         self.dropped = 0
 
-    def start(
-        self,
-        on_messages: OnMessages,
-        on_event: OnEvent,
-        on_connected: Hook,
-        on_tick: Callable[[float], None],
-    ) -> None:
-        super().start(on_messages, on_event, on_connected, on_tick)
+    def start(self) -> None:
         self._greenlets = [
             gevent.spawn(self._publish_loop),
             gevent.spawn(self._subscribe_loop),
@@ -174,8 +175,8 @@ class RedisBackplane(LocalBackplane):
 
     def stop(self) -> None:
         """Send what is queued (briefly), then stop."""
-        deadline = time.monotonic() + 2.0
-        while self._backlog and self.connected and time.monotonic() < deadline:
+        deadline = self._clock.monotonic() + 2.0
+        while self._backlog and self.connected and self._clock.monotonic() < deadline:
             gevent.sleep(0.01)
         gevent.killall(self._greenlets, block=False)
 
@@ -183,12 +184,12 @@ class RedisBackplane(LocalBackplane):
         if items:
             self._queue(encode_messages(self.worker_id, items))
 
-    def emit(self, event: dict[str, Any]) -> None:
-        self._on_event(self.worker_id, event)
+    def emit(self, event: Event) -> None:
+        self._dispatch_event(self.worker_id, event)
         self.publish(event)
 
-    def publish(self, event: dict[str, Any]) -> None:
-        self._queue(encode_event(self.worker_id, event))
+    def publish(self, event: Event) -> None:
+        self._queue(encode_event(self.worker_id, events.encode(event)))
 
     def _queue(self, payload: bytes) -> None:
         self._backlog.append(payload)
@@ -217,14 +218,14 @@ class RedisBackplane(LocalBackplane):
                     if failing_since is not None:
                         log.warning(
                             "backplane: publishing again after %.1f s",
-                            time.monotonic() - failing_since,
+                            self._clock.monotonic() - failing_since,
                         )
                         failing_since = None
                 except self._errors as exc:
                     # Put them back in order, and try again: late beats lost.
                     self._backlog.extendleft(reversed(batch))
                     if failing_since is None:
-                        failing_since = time.monotonic()
+                        failing_since = self._clock.monotonic()
                         log.warning("backplane: publish failed (%s); keeping and retrying", exc)
                     gevent.sleep(delay)
                     delay = min(delay * 2, 1.0)
@@ -240,9 +241,9 @@ class RedisBackplane(LocalBackplane):
                     raise _Silent("no subscribe confirmation")
                 self.connected = True
                 delay = 0.05
-                self._heard_at = time.monotonic()
+                self._heard_at = self._clock.monotonic()
                 log.info("backplane: subscribed to %s as worker %s", self._channel, self.worker_id)
-                self._run_hook(self._on_connected)
+                self._run_hook(Resubscribed())
                 self._receive(pubsub)
             except (*self._errors, _Silent) as exc:
                 if self.connected:
@@ -261,7 +262,7 @@ class RedisBackplane(LocalBackplane):
         silent_after = 3 * self._heartbeat_s + 1.0
         while True:
             msg = pubsub.get_message(timeout=self._heartbeat_s)
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if msg is None:
                 if now - self._heard_at > silent_after:
                     raise _Silent(f"nothing heard for {now - self._heard_at:.1f} s")
@@ -279,31 +280,37 @@ class RedisBackplane(LocalBackplane):
         if origin == self.worker_id:
             return  # handled here when it was sent
         try:
-            if kind == "M":
-                self._on_messages(body)  # type: ignore[arg-type]
-            else:
-                self._on_event(origin, body)  # type: ignore[arg-type]
+            event = Messages(body) if isinstance(body, list) else events.decode(body)
+        except ValueError as exc:
+            log.warning("backplane: ignored an event from worker %s: %s", origin, exc)
+            return
+        try:
+            self._dispatch_event(origin, event)
         except Exception:
             log.exception("backplane: handling a %s from worker %s failed", kind, origin)
 
     def _tick_loop(self) -> None:
         while True:
-            gevent.sleep(self._heartbeat_s)
+            self._clock.sleep(self._heartbeat_s)
             try:
-                self._on_tick(time.monotonic())
+                self._dispatch_event(self.worker_id, Tick(self._clock.monotonic()))
             except Exception:
                 log.exception("backplane: heartbeat failed")
 
-    @staticmethod
-    def _run_hook(hook: Hook) -> None:
+    def _run_hook(self, event: Event) -> None:
         try:
-            hook()
+            self._dispatch_event(self.worker_id, event)
         except Exception:
             log.exception("backplane: reconnect hook failed")
 
 
-def open_backplane(redis_url: str, channel: str, heartbeat_s: float) -> LocalBackplane:
-    """RedisBackplane when REDIS_URL is set, else the single-worker LocalBackplane."""
+def open_backplane(
+    redis_url: str, channel: str, heartbeat_s: float, clock: Clock
+) -> LocalBackplane:
+    """RedisBackplane when REDIS_URL is set, else the single-worker LocalBackplane.
+
+    Neither connects before start().
+    """
     if redis_url:
-        return RedisBackplane(redis_url, channel, heartbeat_s)
-    return LocalBackplane()
+        return RedisBackplane(redis_url, channel, heartbeat_s, clock)
+    return LocalBackplane(clock)

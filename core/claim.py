@@ -15,6 +15,7 @@ import fcntl
 import time
 from typing import Any
 
+from core.clock import monotonic
 from core.database import sqlite_path
 
 
@@ -36,13 +37,13 @@ SQLITE_REFUSAL = (
 
 def claim_database(url: str, shared: bool, wait_s: float) -> Any:
     """Take the claim, or raise ClaimError; keep the returned object for the life of the process."""
-    deadline = time.monotonic() + wait_s
+    deadline = monotonic() + wait_s
     while True:
         postgres = url.startswith("postgres")
         holder = _try_postgres(url, shared) if postgres else _try_sqlite(url)
         if holder is not None:
             return holder
-        if time.monotonic() >= deadline:
+        if monotonic() >= deadline:
             if not postgres:
                 raise ClaimError(SQLITE_REFUSAL)
             raise ClaimError(REFUSAL.format(how="without REDIS_URL" if shared else "already"))

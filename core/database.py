@@ -1,4 +1,4 @@
-"""The SQLite connection and schema, running SQL off the gevent hub, and picking the backend.
+"""The SQLite connection, running SQL off the gevent hub, and picking the backend.
 
 open_database() returns this SQLite backend or core.postgres's, by DATABASE_URL;
 both offer run(fn, *args): fn(conn, *args) in one transaction.
@@ -15,65 +15,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from gevent.threadpool import ThreadPool
 
+from core.schema import SCHEMA
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    username_key TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    last_seen REAL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY,
-    username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
-    created_at REAL NOT NULL,
-    last_active REAL NOT NULL
-);
--- A login counts the user's sessions (MAX_SESSIONS_PER_USER).
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(username);
-CREATE TABLE IF NOT EXISTS rooms (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    owner TEXT NOT NULL REFERENCES users(username),
-    capacity INTEGER NOT NULL,
-    private INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0
-);
--- GET /api/rooms pages in (created_at, id) order; the owned-room cap counts by owner.
-CREATE INDEX IF NOT EXISTS rooms_by_created ON rooms(created_at, id);
-CREATE INDEX IF NOT EXISTS rooms_by_owner ON rooms(owner);
-CREATE TABLE IF NOT EXISTS members (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    username TEXT NOT NULL REFERENCES users(username),
-    joined_at REAL NOT NULL,
-    PRIMARY KEY (room_id, username)
-);
-CREATE INDEX IF NOT EXISTS members_by_user ON members(username);
-CREATE TABLE IF NOT EXISTS invites (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    username TEXT NOT NULL REFERENCES users(username),
-    PRIMARY KEY (room_id, username)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    username TEXT NOT NULL,
-    body TEXT NOT NULL,
-    ts REAL NOT NULL,
-    client_msg_id TEXT,
-    PRIMARY KEY (room_id, seq)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
-    ON messages(username, client_msg_id) WHERE client_msg_id IS NOT NULL;
-"""
 
 
 def sqlite_path(url: str) -> Path:
@@ -93,25 +42,36 @@ def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 IntegrityError, DatabaseError = _driver_errors()
 
 
+class Database(Protocol):
+    """What every feature's store functions run on; open() connects, nothing before it does."""
+
+    def open(self) -> None: ...
+
+    def run(self, fn: Callable[..., T], *args: object) -> T: ...
+
+    def close(self) -> None: ...
+
+
 def open_database(url: str) -> Database:
-    """The backend DATABASE_URL names: sqlite:///path or postgresql://..."""
+    """The backend DATABASE_URL names, sqlite:///path or postgresql://..., not yet connected."""
     if url.startswith(("postgresql://", "postgres://")):
         from core.postgres import PostgresDatabase
 
-        return PostgresDatabase(url)  # type: ignore[return-value]
-    return Database(url)
+        return PostgresDatabase(url)
+    return SqliteDatabase(url)
 
 
-class Database:
+class SqliteDatabase:
     """One SQLite connection, used only from one pool thread."""
-
-    for_update = ""
 
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPool(1)
         self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Create the file and the tables if they are missing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool.apply(self._connect)
 
     def _connect(self) -> sqlite3.Connection:

@@ -28,7 +28,6 @@ import http.client
 import json
 import logging
 import socket
-import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from typing import Any
@@ -42,6 +41,7 @@ from gunicorn.http import errors as gerrors
 from gunicorn.workers import ggevent
 from werkzeug.exceptions import RequestTimeout
 
+from core.clock import monotonic
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class BodyDeadline:
         self.expired = False  # the deadline passed, or the rest was too long to read out
 
     def _bounded(self, read: Callable[..., Any], *args: Any) -> Any:
-        remaining = self.deadline - time.monotonic()
+        remaining = self.deadline - monotonic()
         if self.expired or remaining <= 0:
             self.expired = True
             raise RequestTimeout("The request body did not arrive in time.")
@@ -167,7 +167,7 @@ def bound_body_reads(app: Callable[..., Any], body_timeout_s: float) -> Callable
             length = environ.get("CONTENT_LENGTH")
             environ["wsgi.input"] = BodyDeadline(
                 environ["wsgi.input"],
-                time.monotonic() + body_timeout_s,
+                monotonic() + body_timeout_s,
                 int(length) if length and length.isdigit() else None,
             )
         return app(environ, start_response)
@@ -186,7 +186,7 @@ class Handler(pywsgi.WSGIHandler):
 
     def __init__(self, sock: Any, address: Any, server: Server, rfile: Any = None) -> None:
         super().__init__(sock, address, server, rfile)
-        self.accepted = time.monotonic()
+        self.accepted = monotonic()
         self.served = 0
 
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's hook name
@@ -222,14 +222,14 @@ class Handler(pywsgi.WSGIHandler):
             first_deadline, wait = None, limits.keepalive_timeout_s
         else:
             first_deadline = self.accepted + limits.header_timeout_s
-            wait = first_deadline - time.monotonic()
+            wait = first_deadline - monotonic()
         # A client that sends nothing is closed quietly.
         if not _wait_in_slices(self._peek, wait, lambda: self.server.closed):
             log.debug("closed an idle connection from %s", self.client_address[0])
             return None
         head_s = limits.header_timeout_s
         if first_deadline is not None:
-            head_s = max(0.0, first_deadline - time.monotonic())
+            head_s = max(0.0, first_deadline - monotonic())
         timer = gevent.Timeout(head_s)
         timer.start()
         try:
@@ -291,7 +291,7 @@ class Handler(pywsgi.WSGIHandler):
         if env["wsgi.input"] is self.wsgi_input:
             self.wsgi_input = env["wsgi.input"] = BodyDeadline(
                 self.wsgi_input,
-                time.monotonic() + self.server.limits.body_timeout_s,
+                monotonic() + self.server.limits.body_timeout_s,
                 self.content_length,
             )
         return env
@@ -342,7 +342,7 @@ class GeventWorker(ggevent.GeventWorker):
             super().handle(listener, client, addr)
             return
         client.setblocking(1)
-        accepted = time.monotonic()
+        accepted = monotonic()
         req = None
         try:
             parser = ghttp.get_parser(self.cfg, client, addr)
@@ -353,7 +353,7 @@ class GeventWorker(ggevent.GeventWorker):
                 if req is None:
                     break
                 accepted = None
-                started = time.monotonic()
+                started = monotonic()
                 self.handle_request(listener_name, req, client, addr)
                 if is_upgrade_request(req):
                     break  # a WebSocket ended (or was refused): never read HTTP after it
@@ -373,7 +373,7 @@ class GeventWorker(ggevent.GeventWorker):
 
     def _next_request(self, parser: Any, client: Any, addr: Any, accepted: float | None) -> Any:
         """The next request, or None when the connection should close (idle, late or done)."""
-        now = time.monotonic()
+        now = monotonic()
         if accepted is None:
             wait, header_s = self.limits.keepalive_timeout_s, self.limits.header_timeout_s
         else:
@@ -391,7 +391,7 @@ class GeventWorker(ggevent.GeventWorker):
                 self.log.debug("closed an idle connection from %s", addr[0])
                 return None
         if accepted is not None:
-            header_s = accepted + self.limits.header_timeout_s - time.monotonic()
+            header_s = accepted + self.limits.header_timeout_s - monotonic()
         timer = gevent.Timeout(max(0.0, header_s))
         timer.start()
         try:
@@ -433,8 +433,8 @@ def _wait_in_slices(
 ) -> bool:
     """Whether ready() saw data within timeout; looks up every second so a stopping server
     need not wait out an idle keep-alive connection."""
-    end = time.monotonic() + timeout
-    while (left := end - time.monotonic()) > 0:
+    end = monotonic() + timeout
+    while (left := end - monotonic()) > 0:
         seen = ready(min(1.0, left))
         if seen is not None:
             return seen

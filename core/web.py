@@ -1,46 +1,85 @@
-"""What every REST route shares: the per-app services, JSON body parsing, JSON error responses."""
+"""What every route shares: the app's services by type, the auth decorator, JSON bodies, JSON errors.
+
+Features find their services with service(Type), never by importing each other:
+app.py registers each service under its class (and the authenticator under the
+Authenticator protocol) when it builds the app.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from core.errors import ChatError, bad_request
 from core.server import is_upgrade
 
-if TYPE_CHECKING:
-    from auth.service import Auth
-    from chat.service import Chat
-    from core.backplane import LocalBackplane
-    from core.database import Database
-    from core.settings import Settings
-    from presence.sweeper import Sweeper
-    from presence.tracker import Presence
-
 log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass
-class Services:
-    """Everything one app instance owns; kept in app.extensions["greenroom"]."""
-
-    settings: Settings
-    db: Database
-    auth: Auth
-    chat: Chat
-    presence: Presence
-    sweeper: Sweeper
-    backplane: LocalBackplane
-    shutting_down: bool = False
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def services() -> Services:
-    return current_app.extensions["greenroom"]
+class Principal(Protocol):
+    """Who a request or socket authenticated as (auth.service.Session)."""
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def token_hash(self) -> str: ...
+
+
+class Authenticator(Protocol):
+    """What routes and the WebSocket ask of auth."""
+
+    def authenticate(self, token: str | None) -> Principal: ...
+
+    def address_wait(self, client: str) -> float: ...
+
+    def failed_socket_auth(self, client: str) -> None: ...
+
+
+def provide(app: Flask, services: dict[type[Any], object]) -> None:
+    """Make each service findable by service(its type) in this app's requests."""
+    app.extensions.setdefault("greenroom", {}).update(services)
+
+
+def service(kind: type[T]) -> T:
+    """The app's service of this type (see provide())."""
+    return cast(T, current_app.extensions["greenroom"][kind])
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token from an `Authorization: Bearer <token>` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def login_required(view: F) -> F:
+    """Authenticate the bearer token before the view runs; current_session() is then set."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        token = parse_bearer(request.headers.get("Authorization"))
+        g.session = service(Authenticator).authenticate(token)
+        return view(*args, **kwargs)
+
+    return cast(F, wrapped)
+
+
+def current_session() -> Principal:
+    return cast(Principal, g.session)
 
 
 def json_body() -> dict[str, Any]:

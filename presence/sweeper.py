@@ -3,28 +3,55 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import gevent
 
-from auth.service import Auth
-from chat.connection import CLOSE_TIMEOUT
-from chat.service import Chat
+from core.clock import Clock
 from core.settings import Settings
+from core.wire import CLOSE_TIMEOUT
 from presence.rules import find_due_pings, find_stale
 
 log = logging.getLogger(__name__)
+
+
+class Watched(Protocol):
+    """A live connection as the sweeper sees it (chat.connection.Connection)."""
+
+    last_heard: float  # monotonic
+    last_ping: float  # monotonic
+
+    @property
+    def open(self) -> bool: ...
+
+    def ping(self, now: float) -> None: ...
+
+    def close(self, code: int, reason: str = "") -> None: ...
+
+
+class Connections(Protocol):
+    """This worker's live connections (chat.live.Live)."""
+
+    def connections(self) -> Sequence[Watched]: ...
+
+    def disconnect(self, conn: Watched) -> None: ...
 
 
 class Sweeper:
     """Runs sweep_once every SWEEP_INTERVAL_S on its own greenlet."""
 
     def __init__(
-        self, chat: Chat, auth: Auth, settings: Settings, clock: Callable[[], float] = time.time
+        self,
+        live: Connections,
+        expire_sessions: Callable[[float], list[str]],
+        chores: Sequence[Callable[[], object]],
+        settings: Settings,
+        clock: Clock,
     ) -> None:
-        self._chat = chat
-        self._auth = auth
+        self._live = live
+        self._expire_sessions = expire_sessions
+        self._chores = chores  # pruning that rides along (rate limits, feeds, typing)
         self._settings = settings
         self._clock = clock
         self._greenlet: gevent.Greenlet | None = None
@@ -38,26 +65,28 @@ class Sweeper:
 
     def _run(self) -> None:
         while True:
-            gevent.sleep(self._settings.SWEEP_INTERVAL_S)
+            self._clock.sleep(self._settings.SWEEP_INTERVAL_S)
             try:
-                self.sweep_once(self._clock())
+                self.sweep_once()
             except Exception:
                 log.exception("sweep failed")
 
-    def sweep_once(self, now: float) -> tuple[int, int, int]:
+    def sweep_once(self) -> tuple[int, int, int]:
         """One pass; returns (closed, pinged, sessions expired)."""
         s = self._settings
-        conns = self._chat.registry.connections()
+        now = self._clock.monotonic()
+        conns = self._live.connections()
         stale = find_stale(conns, now, s.PRESENCE_TIMEOUT_S)
         for conn in stale:
             conn.close(CLOSE_TIMEOUT, "no sign of life within the presence timeout")
             # Offline now, not after the close handshake that a dead peer never answers.
-            self._chat.disconnect(conn)
+            self._live.disconnect(conn)
         pinged = find_due_pings([c for c in conns if c.open], now, s.PING_INTERVAL_S)
         for conn in pinged:
             conn.ping(now)
-        expired = self._auth.expire_idle(now)
-        self._chat.prune(now)
+        expired = self._expire_sessions(self._clock.time())
+        for chore in self._chores:
+            chore()
         if stale or expired:
             log.info(
                 "sweep: closed %d silent connections, expired %d sessions", len(stale), len(expired)

@@ -11,7 +11,28 @@ from typing import Any
 
 import pytest
 
+from core import events
 from core.backplane import LocalBackplane, decode, encode_event, encode_messages
+from core.events import (
+    Goodbye,
+    Heartbeat,
+    Hello,
+    MemberJoined,
+    MemberLeft,
+    Messages,
+    PresenceChanged,
+    Resubscribed,
+    RoomDeleted,
+    SessionClosed,
+    SessionIdle,
+    StateWanted,
+    Tick,
+    Typing,
+    UserOffline,
+    UserOnline,
+    WorkerState,
+)
+from tests.support.fakes import FakeClock
 
 ORIGIN = "a1b2c3d4e5f6"
 
@@ -138,25 +159,91 @@ def test_a_negative_frame_length_raises_value_error() -> None:
 # ---- LocalBackplane -----------------------------------------------------------
 
 
-def test_local_backplane_emits_to_its_own_handler_only() -> None:
-    """emit() calls the handler with this worker's id; publish and publish_messages do nothing."""
-    bp = LocalBackplane()
+def test_local_backplane_emits_to_its_own_handlers_only() -> None:
+    """emit() and local() run the handlers of that event type here; publish* send nothing."""
+    bp = LocalBackplane(FakeClock())
     assert bp.clustered is False and bp.connected is True
     assert len(bp.worker_id) == 12 and int(bp.worker_id, 16) >= 0
-    assert LocalBackplane().worker_id != bp.worker_id
-    bp.emit({"k": "ignored before start"})  # no handler yet: harmless
+    assert LocalBackplane(FakeClock()).worker_id != bp.worker_id
+    bp.emit(Typing("room", "nobody"))  # no handler yet: harmless
 
-    events: list[tuple[str, dict[str, Any]]] = []
+    typing: list[tuple[str, Typing]] = []
     other: list[object] = []
-    bp.start(
-        on_messages=other.append,
-        on_event=lambda origin, event: events.append((origin, event)),
-        on_connected=lambda: other.append("connected"),
-        on_tick=other.append,
-    )
-    bp.emit({"k": "typing", "r": "room", "u": "alice"})
-    bp.publish({"k": "online", "u": "alice"})
+    bp.subscribe(Typing, lambda origin, event: typing.append((origin, event)))
+    bp.subscribe(UserOnline, lambda origin, event: other.append(event))
+    bp.subscribe(Messages, lambda origin, event: other.append(event))
+    bp.start()
+    bp.emit(Typing("room", "alice"))
+    bp.local(Typing("room", "bob"))
+    bp.publish(UserOnline("alice"))
     bp.publish_messages([("room", 1, b"frame")])
     bp.stop()
-    assert events == [(bp.worker_id, {"k": "typing", "r": "room", "u": "alice"})]
+    assert typing == [
+        (bp.worker_id, Typing("room", "alice")),
+        (bp.worker_id, Typing("room", "bob")),
+    ]
     assert other == []
+
+
+# ---- typed events --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        MemberJoined("r", "alice"),
+        MemberLeft("r", "alice"),
+        RoomDeleted("r"),
+        Typing("r", "alice"),
+        SessionClosed("abc", "Logged out."),
+        UserOnline("alice"),
+        UserOffline("alice"),
+        Heartbeat(3),
+        Hello(),
+        StateWanted("w1"),
+        WorkerState(("alice", "bob")),
+        Goodbye(),
+    ],
+)
+def test_every_wire_event_round_trips(event: events.Event) -> None:
+    """Each event crosses as {"k": name, short keys...} and comes back equal, through the bytes too."""
+    obj = events.encode(event)
+    assert obj["k"] == event.WIRE
+    assert events.decode(obj) == event
+    kind, origin, body = decode(encode_event(ORIGIN, obj))
+    assert isinstance(body, dict)
+    assert (kind, origin, events.decode(body)) == ("E", ORIGIN, event)
+
+
+def test_the_wire_form_is_unchanged() -> None:
+    """Workers of the previous release read these keys: the form must not drift."""
+    assert events.encode(MemberJoined("r", "u")) == {"k": "joined", "r": "r", "u": "u"}
+    assert events.encode(SessionClosed("s", "why")) == {"k": "logout", "s": "s", "why": "why"}
+    assert events.encode(WorkerState(("a",))) == {"k": "state", "u": ["a"]}
+    assert events.encode(Heartbeat(2)) == {"k": "hb", "n": 2}
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"k": "nope"},
+        {"k": 5},
+        {},
+        {"k": "joined", "r": "room"},  # no u
+        {"k": "joined", "r": 1, "u": "x"},
+        {"k": "hb", "n": "3"},
+        {"k": "hb", "n": True},
+        {"k": "state", "u": ["a", 1]},
+        {"k": "state", "u": "a"},
+    ],
+)
+def test_a_malformed_event_is_refused(obj: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        events.decode(obj)
+
+
+def test_local_events_never_cross() -> None:
+    """Events without a wire name stay in the process: encoding one is a bug, not a message."""
+    for event in (SessionIdle("s"), PresenceChanged("u", "online"), Resubscribed(), Tick(1.0)):
+        with pytest.raises(ValueError):
+            events.encode(event)

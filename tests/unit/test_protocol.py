@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from chat.protocol import encode_text, iso, parse_frame
+from chat.protocol import parse_frame
 from core.errors import ChatError
+from core.wire import encode_text, iso
 
 
 def parse(obj: object) -> object:

@@ -1,0 +1,55 @@
+"""The message types: a draft waiting to be stored, its outcome, and the stored Message itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from core.errors import ChatError
+
+
+class Sender(Protocol):
+    """Whoever waits for a draft's ack or error: the sending WebSocket connection."""
+
+    def send(self, obj: dict[str, object]) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message; chat.protocol alone turns it into wire JSON and frames."""
+
+    room: str
+    seq: int
+    user: str
+    body: str
+    ts: float  # seconds since the epoch
+    client_msg_id: str | None
+
+
+def message_row(row: Any) -> Message:
+    """A Message from a messages row (sqlite3.Row or core.postgres.Row)."""
+    return Message(
+        row["room_id"], row["seq"], row["username"], row["body"], row["ts"], row["client_msg_id"]
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Draft:
+    """A message waiting to be stored, and who waits for the outcome."""
+
+    room: str
+    user: str
+    body: str
+    client_msg_id: str | None
+    ts: float
+    # The WebSocket connection that gets the ack or error (None for REST posts).
+    sender: Sender | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stored:
+    """The outcome of storing one draft: the message, whether it existed already, or an error."""
+
+    message: Message | None = None
+    duplicate: bool = False
+    error: ChatError | None = None
