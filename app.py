@@ -1,8 +1,14 @@
-"""Process set-up and wiring: gevent patching, the app factory, and `python app.py` on gevent's server."""
+"""Process set-up and wiring: build() makes the services, start() sets them going, main() serves.
 
-from gevent import monkey
+`python app.py` patches the standard library for gevent before anything else is
+imported; gunicorn's gevent worker has patched by the time it loads build_app().
+Imported any other way (tests building the services in process), nothing is patched.
+"""
 
-monkey.patch_all()
+if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
 
 import dataclasses  # noqa: E402
 import logging  # noqa: E402
