@@ -9,19 +9,6 @@ import pytest
 import chat.fanout
 from tests.support.fanout import GAP_WAIT_S, FakeConn, Rig, frame, msg
 
-
-@pytest.fixture
-def rig() -> Rig:
-    return Rig()
-
-
-@pytest.fixture
-def conn(rig: Rig) -> FakeConn:
-    c = FakeConn("c")
-    rig.join("r", 0, c)
-    return c
-
-
 # ---- in order, duplicates -------------------------------------------------
 
 
