@@ -8,7 +8,10 @@
 - rest      the REST contract's checks: `assert_error`, `ISO_UTC`, non-object bodies
 - attack    hostile WebSocket peers on bare sockets (`ws_frame`, `WsAttacker`)
 
-Harnesses for one group of tests are imported from their own module:
+The fakes for in-process tests, and the harnesses for one group of tests, are imported
+from their own module:
+- fakes     `FakeClock`: the core.clock.Clock interface, with time and timers the test drives
+- fanout    the rig for chat.fanout's unit tests: fake connections, registry and database
 - cli       the `greenroom` command run in-process or as a subprocess (`Term`, `ok`, ...)
 - terminal  `greenroom chat` as a piped subprocess or in a pseudo-terminal read into a screen
 - cluster   followers and senders that read and write one WebSocket each on a thread
