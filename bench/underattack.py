@@ -1,4 +1,4 @@
-"""The "under attack" scenario (issue 9) and the paired comparisons around it.
+"""The "under attack" scenario and the paired comparisons around it.
 
 Many rooms (100 rooms x 10 members, 1,000 messages/s) is run twice per repeat on the
 same connections: once calm, once with bench/attack.py's two hostile clients connected
@@ -30,7 +30,7 @@ from bench.targets import Greenroom, Target
 
 CALM = "many rooms"
 ATTACKED = "many rooms under attack"
-LIMIT = 1.5  # the issue's bound on p99 and CPU per delivery, attacked / calm
+LIMIT = 1.5  # the bound on p99 and CPU per delivery, attacked / calm
 RAMP_S = 0.5  # the attackers are in full swing before measuring starts
 T = TypeVar("T")
 

@@ -26,12 +26,12 @@ class ClaimError(RuntimeError):
 REFUSAL = (
     "another Greenroom process is using this database {how}. Processes without a "
     "backplane would split every room between them: run one process, or set REDIS_URL "
-    "on all of them (see README, 'Scaling out')."
+    "on all of them (see docs/deployment.md, 'Scaling out')."
 )
 SQLITE_REFUSAL = (
     "another Greenroom process is using this SQLite database. SQLite serves one process: "
     "for several, use DATABASE_URL=postgresql://... and REDIS_URL on all of them "
-    "(see README, 'Scaling out')."
+    "(see docs/deployment.md, 'Scaling out')."
 )
 
 

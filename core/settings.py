@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'var' / 'greenroom.db'}"
@@ -55,7 +56,7 @@ class Settings:
     LOGIN_WINDOW_S: float = 60.0
     TYPING_INTERVAL_S: float = 1.0
 
-    # Creation limits, list paging and the login budget per address (issue 9, findings 5 and 9)
+    # Creation limits, list paging and the login budget per address (docs/security.md)
     REGISTER_MAX_PER_ADDRESS: int = 10
     REGISTER_WINDOW_S: float = 3600.0
     ROOM_CREATE_MAX: int = 10
@@ -66,7 +67,7 @@ class Settings:
     LIST_PAGE_SIZE: int = 100
     LIST_MAX_PAGE_SIZE: int = 500
 
-    # Sessions and WebSocket connections one user may hold (issue 9, finding 5)
+    # Sessions and WebSocket connections one user may hold
     MAX_SESSIONS_PER_USER: int = 20
     MAX_CONNECTIONS_PER_USER: int = 20
 
@@ -75,7 +76,7 @@ class Settings:
     OUTBOX_MAX_FRAMES: int = 1_000
     OUTBOX_MAX_BYTES: int = 1_048_576
 
-    # The WebSocket inbound budget and queue, per connection (issue 9, findings 1 and 2)
+    # The WebSocket inbound budget and queue, per connection
     INBOUND_FRAMES_PER_S: float = 100.0
     INBOUND_BURST_FRAMES: int = 500
     INBOUND_BYTES_PER_S: float = 524_288.0
@@ -87,7 +88,7 @@ class Settings:
     AUTH_MAX_FRAMES: int = 8
     AUTH_MAX_BYTES: int = 256
 
-    # HTTP deadlines for slow and idle clients, under both servers (issue 9, finding 4)
+    # HTTP deadlines for slow and idle clients, under both servers
     HEADER_TIMEOUT_S: float = 10.0
     BODY_TIMEOUT_S: float = 30.0
     KEEPALIVE_TIMEOUT_S: float = 15.0
@@ -98,7 +99,7 @@ class Settings:
 
     LOG_LEVEL: str = "INFO"
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
@@ -113,7 +114,7 @@ def env_name(field: str) -> str:
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build Settings from the environment; explicit overrides win."""
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # field name -> value (parsed from text, or an override)
     for field in dataclasses.fields(Settings):
         raw = environ.get(env_name(field.name))
         if raw is None or raw == "":

@@ -1,4 +1,4 @@
-"""Hostile clients: how many sessions and WebSocket connections one user may hold (issue 9).
+"""Hostile clients: how many sessions and WebSocket connections one user may hold.
 
 MAX_SESSIONS_PER_USER bounds the sessions table per account, MAX_CONNECTIONS_PER_USER
 the sockets per account on one worker. One server with small caps serves the module.

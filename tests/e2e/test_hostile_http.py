@@ -1,4 +1,4 @@
-"""Hostile clients at the HTTP layer (issue 9, findings 1, 3, 4 and 11), under both servers.
+"""Hostile clients at the HTTP layer, under both servers.
 
 Every test runs against `python app.py` and the Procfile's gunicorn command, on SQLite
 (nothing here touches SQL beyond registering a user), with bare sockets so that no

@@ -1,5 +1,4 @@
-"""Hostile clients, issue 9 findings 5, 8, 9 and 10: creation limits, list paging, login
-budgets, log safety and the owner's way back into a private room.
+"""Hostile clients: creation limits, list paging, login budgets, log safety, owners of private rooms.
 
 Every test starts its own server with low limits (make_server), on SQLite and PostgreSQL.
 """

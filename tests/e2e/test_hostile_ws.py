@@ -1,4 +1,4 @@
-"""Hostile WebSocket clients: floods, never-reading ping floods, join floods and hang-ups (issue 9).
+"""Hostile WebSocket clients: floods, never-reading ping floods, join floods and hang-ups.
 
 Every test runs under `python app.py` and under the Procfile's gunicorn command, on
 SQLite: what is tested is the socket layer, not storage. The attackers are bare
