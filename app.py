@@ -39,17 +39,30 @@ from core.backplane import LocalBackplane, open_backplane  # noqa: E402
 from core.claim import ClaimError, claim_database  # noqa: E402
 from core.clock import SYSTEM, Clock  # noqa: E402
 from core.database import Database, open_database  # noqa: E402
+from core.errors import ChatError  # noqa: E402
 from core.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
 from core.server import Limits, Server  # noqa: E402
 from core.settings import Settings, SettingsError, load_settings  # noqa: E402
 from core.status import Statuses  # noqa: E402
-from core.web import Authenticator, provide, register_error_handlers  # noqa: E402
+from core.web import (  # noqa: E402
+    Authenticator,
+    error_response,
+    provide,
+    register_error_handlers,
+)
 from core.wire import CLOSE_GOING_AWAY  # noqa: E402
 from presence.routes import bp as users_bp  # noqa: E402
 from presence.sweeper import Sweeper  # noqa: E402
 from presence.tracker import Presence  # noqa: E402
 
 log = logging.getLogger("greenroom")
+
+NOT_STARTED = ChatError(
+    503,
+    "unavailable",
+    "The server was built but not started: under gunicorn, run it from the repository "
+    "root so gunicorn.conf.py starts each worker.",
+)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -157,6 +170,16 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
         },
     )
     register_error_handlers(app)
+
+    @app.before_request
+    def refuse_until_started() -> tuple[Response, int] | None:
+        # Under gunicorn, start() comes from gunicorn.conf.py; run without it (another
+        # working directory, another -c), nothing would store or deliver a message.
+        if gr.started:
+            return None
+        log.error("a request arrived before start(): run gunicorn from the repository root")
+        return error_response(NOT_STARTED)
+
     for bp in (auth_bp, rooms_bp, users_bp, ws_bp):
         app.register_blueprint(bp)
     sock.init_app(app)
