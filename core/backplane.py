@@ -162,7 +162,7 @@ class RedisBackplane(LocalBackplane):
         self.connected = False
         self._backlog: deque[bytes] = deque()
         self._wake = Flag()
-        self._greenlets: list[gevent.Greenlet] = []
+        self._greenlets: list[gevent.Greenlet[..., None]] = []
         self._heard_at = self._clock.monotonic()
         self.dropped = 0
 
@@ -245,7 +245,7 @@ class RedisBackplane(LocalBackplane):
                 log.info("backplane: subscribed to %s as worker %s", self._channel, self.worker_id)
                 self._run_hook(Resubscribed())
                 self._receive(pubsub)
-            except (*self._errors, _Silent) as exc:
+            except (*self._errors, _Silent) as exc:  # type: ignore[misc]  # mypy reads (*tuple, X) as tuple[type, ...]
                 if self.connected:
                     log.warning("backplane: lost the subscription (%s); reconnecting", exc)
             finally:

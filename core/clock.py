@@ -16,7 +16,8 @@ import gevent
 
 
 class Timer(Protocol):
-    def kill(self, block: bool = ...) -> None: ...
+    # block by keyword only: a gevent Greenlet's kill() takes the exception first.
+    def kill(self, *, block: bool = ...) -> None: ...
 
 
 class Clock:

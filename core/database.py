@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from gevent.threadpool import ThreadPool
 
@@ -113,10 +113,11 @@ class SqliteDatabase:
         """Run fn(conn, *args) in one transaction on the database thread; block only this greenlet."""
         # Exceptions come back as values and are raised here, in the caller's greenlet:
         # gevent's threadpool would print a traceback for every expected ChatError.
+        # _call returns (True, fn's result) or (False, the exception it raised).
         ok, value = self._pool.apply(self._call, (fn, args))
         if not ok:
-            raise value  # type: ignore[misc]
-        return value  # type: ignore[return-value]
+            raise cast(Exception, value)
+        return cast(T, value)
 
     def close(self) -> None:
         def _close() -> None:

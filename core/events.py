@@ -202,12 +202,13 @@ def encode(event: Event) -> dict[str, Any]:
 
 def decode(obj: dict[str, Any]) -> Event:
     """An event from its JSON object; ValueError for an unknown kind or a field of the wrong type."""
-    cls = WIRE_KINDS.get(obj.get("k"))  # type: ignore[arg-type]  # a non-str k finds nothing
+    kind: Any = obj.get("k")  # any JSON value: a non-str k finds nothing
+    cls = WIRE_KINDS.get(kind)
     if cls is None:
         raise ValueError(f"unknown event kind {obj.get('k')!r}")
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        value = obj.get(cls.KEYS[field.name])
+        value: Any = obj.get(cls.KEYS[field.name])
         if field.type == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif field.type == "tuple[str, ...]":

@@ -29,7 +29,7 @@ POOL_SIZE = 8
 SCHEMA = SQLITE_SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT")
 
 
-class Row(tuple):  # type: ignore[type-arg]
+class Row(tuple[Any, ...]):
     """A row that indexes by position or by column name, like sqlite3.Row."""
 
     names: dict[str, int]
@@ -81,12 +81,12 @@ class PgConn:
         self.pg = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._conn.execute(translate(sql), params)  # type: ignore[arg-type]
+        return self._conn.execute(translate(sql), params)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cur = self._conn.cursor()
         if seq:
-            cur.executemany(translate(sql), seq)  # type: ignore[arg-type]
+            cur.executemany(translate(sql), seq)
         return cur
 
 
@@ -107,7 +107,7 @@ class PostgresDatabase:
             conn.execute(SCHEMA)
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, autocommit=True, row_factory=row_factory)  # type: ignore[arg-type]
+        return psycopg.connect(self.url, autocommit=True, row_factory=row_factory)
 
     def _acquire(self) -> psycopg.Connection[Any]:
         if self._idle.empty() and self._open < self._size:

@@ -99,7 +99,7 @@ class SharedRateLimiter(RateLimiter):
         # Checks asked for meanwhile by other greenlets, sent together in one pipeline:
         # one Redis command per send cost more CPU in redis-py than the send itself.
         self._waiting: list[tuple[str, str, AsyncResult[float | None]]] = []
-        self._flusher: gevent.Greenlet | None = None
+        self._flusher: gevent.Greenlet[..., None] | None = None
 
     def _shared(self, mode: str, key: str, now: float) -> float | None:
         result: AsyncResult[float | None] = AsyncResult()

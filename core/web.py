@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -18,6 +18,9 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 
 from core.errors import ChatError, bad_request
 from core.server import is_upgrade
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,10 @@ def provide(app: Flask, services: dict[type[Any], object]) -> None:
     app.extensions.setdefault("greenroom", {}).update(services)
 
 
-def service(kind: type[T]) -> T:
+def service(kind: TypeForm[T]) -> T:
     """The app's service of this type (see provide())."""
+    # TypeForm, not type[T]: a protocol (Authenticator, Statuses) is a key too, and a
+    # type checker refuses a protocol where a concrete class is expected.
     return cast(T, current_app.extensions["greenroom"][kind])
 
 
