@@ -30,7 +30,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal, cast
 
 import gevent
 from gevent import pywsgi
@@ -131,13 +131,13 @@ class BodyDeadline:
         return data
 
     def read(self, size: int | None = None) -> bytes:
-        return self._bounded(self.stream.read, size)
+        return cast(bytes, self._bounded(self.stream.read, size))
 
     def readline(self, size: int | None = None) -> bytes:
-        return self._bounded(self.stream.readline, size)
+        return cast(bytes, self._bounded(self.stream.readline, size))
 
     def readlines(self, hint: int | None = None) -> list[bytes]:
-        return self._bounded(self.stream.readlines, hint)
+        return cast(list[bytes], self._bounded(self.stream.readlines, hint))
 
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
@@ -183,9 +183,12 @@ class Handler(pywsgi.WSGIHandler):
     """pywsgi's per-connection loop with deadlines, fairness, clean WebSocket ends and JSON refusals."""
 
     server: Server
+    # pywsgi.WSGIHandler's own methods used below, which gevent's stubs leave out.
+    _connection_upgrade_requested: Callable[[], bool]
+    _sendall: Callable[[bytes], None]
 
     def __init__(self, sock: Any, address: Any, server: Server, rfile: Any = None) -> None:
-        super().__init__(sock, address, server, rfile)
+        super().__init__(sock, address, server, rfile)  # type: ignore[call-arg]  # gevent's stubs lack rfile
         self.accepted = monotonic()
         self.served = 0
 
@@ -201,7 +204,7 @@ class Handler(pywsgi.WSGIHandler):
                 break
             if len(lines) > MAX_HEADER_FIELDS:
                 raise _HeaderLimit("too many header fields")
-        return pywsgi.headers_factory(BytesIO(b"".join(lines)))
+        return pywsgi.headers_factory(BytesIO(b"".join(lines)))  # type: ignore[attr-defined]  # not in gevent's stubs
 
     def _refuse(self, status: int, why: str) -> None:
         log.info("refused a request from %s with %d: %s", self.client_address[0], status, why)
@@ -210,7 +213,7 @@ class Handler(pywsgi.WSGIHandler):
         except OSError:
             pass
 
-    def handle_one_request(self) -> bool | None:
+    def handle_one_request(self) -> Literal[True] | None:
         """One request: None closes the connection, True reads the next one (pywsgi's contract)."""
         if self.rfile.closed:
             return None
@@ -233,7 +236,7 @@ class Handler(pywsgi.WSGIHandler):
         timer = gevent.Timeout(head_s)
         timer.start()
         try:
-            raw = self.rfile.readline(pywsgi.MAX_REQUEST_LINE)
+            raw = self.rfile.readline(pywsgi.MAX_REQUEST_LINE)  # type: ignore[attr-defined]  # not in gevent's stubs
             if len(raw.rstrip(b"\r\n")) > MAX_REQUEST_LINE_BYTES:
                 self._refuse(414, f"request line over {MAX_REQUEST_LINE_BYTES} bytes")
                 return None
@@ -289,10 +292,14 @@ class Handler(pywsgi.WSGIHandler):
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
         if env["wsgi.input"] is self.wsgi_input:
-            self.wsgi_input = env["wsgi.input"] = BodyDeadline(
-                self.wsgi_input,
-                monotonic() + self.server.limits.body_timeout_s,
-                self.content_length,
+            # BodyDeadline stands in for pywsgi's Input: it has the same read methods.
+            self.wsgi_input = env["wsgi.input"] = cast(
+                pywsgi.Input,
+                BodyDeadline(
+                    self.wsgi_input,
+                    monotonic() + self.server.limits.body_timeout_s,
+                    self.content_length,
+                ),
             )
         return env
 
@@ -342,7 +349,7 @@ class GeventWorker(ggevent.GeventWorker):
             super().handle(listener, client, addr)
             return
         client.setblocking(1)
-        accepted = monotonic()
+        accepted: float | None = monotonic()
         req = None
         try:
             parser = ghttp.get_parser(self.cfg, client, addr)
@@ -408,8 +415,10 @@ class GeventWorker(ggevent.GeventWorker):
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn's refusals with the JSON body; a traceback only for a server bug."""
         addr = addr or ("", -1)
+        # InvalidResponseHeader is new in gunicorn 27, and types-gunicorn describes 26.2.
         if isinstance(exc, gerrors.ParseException) and not isinstance(
-            exc, gerrors.ConfigurationProblem | gerrors.InvalidResponseHeader
+            exc,
+            gerrors.ConfigurationProblem | gerrors.InvalidResponseHeader,  # type: ignore[attr-defined]
         ):
             if isinstance(exc, gerrors.LimitRequestLine):
                 status = 414
