@@ -22,6 +22,7 @@ import socket
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING, SupportsIndex, cast
 
 import gevent
 from gevent.event import Event
@@ -32,6 +33,9 @@ from chat.budget import FrameCounter, InboundBudget
 from core.clock import Clock, Timer
 from core.settings import Settings
 from core.wire import CLOSE_TOO_MANY_FRAMES, CLOSE_TOO_SLOW, PING_FRAME, text_frame
+
+if TYPE_CHECKING:
+    from simple_websocket import Server
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,8 @@ class InboundLimits:
         )
 
 
-class ReaderGreenlet(gevent.Greenlet):
+# Greenlet is generic only in gevent's stubs: Greenlet[[], None] would fail at run time.
+class ReaderGreenlet(gevent.Greenlet):  # type: ignore[type-arg]
     """simple-websocket's reader as a plain greenlet (its `thread_class`).
 
     Its start() only schedules it: patched threading.Thread.start() would run it at
@@ -100,7 +105,7 @@ class ReaderGreenlet(gevent.Greenlet):
         super().__init__(target)
 
 
-class _Inbox(list):  # type: ignore[type-arg]
+class _Inbox(list[str | bytes]):
     """simple-websocket's queue of received messages: it counts its bytes and says when one is taken."""
 
     def __init__(self, items: list[str | bytes], on_take: Callable[[], None]) -> None:
@@ -112,7 +117,7 @@ class _Inbox(list):  # type: ignore[type-arg]
         super().append(item)
         self.bytes += sys.getsizeof(item)
 
-    def pop(self, index: int = -1) -> str | bytes:  # type: ignore[override]
+    def pop(self, index: SupportsIndex = -1) -> str | bytes:
         item = super().pop(index)
         self.bytes -= sys.getsizeof(item)
         self._on_take()
@@ -149,7 +154,7 @@ class Connection:
 
     def __init__(
         self,
-        ws: object,
+        ws: Server,
         max_frames: int,
         max_bytes: int,
         close_timeout_s: float,
@@ -157,7 +162,8 @@ class Connection:
         clock: Clock,
     ) -> None:
         self.ws = ws
-        self._sock: socket.socket = ws.sock  # type: ignore[attr-defined]
+        assert ws.sock is not None  # simple-websocket's Server always starts with its socket
+        self._sock: socket.socket = ws.sock
         # gevent's socket wraps the OS socket; the fast path in push() uses it directly.
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
         self._writing = False
@@ -168,7 +174,7 @@ class Connection:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # the client is already gone: the reader's first recv will say so
-        ws.sock = _SocketProxy(self._sock, self)  # type: ignore[attr-defined]
+        ws.sock = cast(socket.socket, _SocketProxy(self._sock, self))  # it stands in for the socket
         self._clock = clock.monotonic  # liveness and budgets run on monotonic time
         self._timers = clock
         self._limits = inbound
@@ -177,8 +183,8 @@ class Connection:
         self._frames = FrameCounter()
         self._reader_wake = Event()  # set when the reader may have something new to check
         self._stopped_reading = False  # we ended the reader (closing), not the client
-        self._inbox = _Inbox(list(ws.input_buffer), self._reader_wake.set)  # type: ignore[attr-defined]
-        ws.input_buffer = self._inbox  # type: ignore[attr-defined]
+        self._inbox = _Inbox(list(ws.input_buffer), self._reader_wake.set)
+        ws.input_buffer = self._inbox
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._close_timeout_s = close_timeout_s
@@ -200,7 +206,7 @@ class Connection:
         self._abort_timer: Timer | None = None
         # Spawned on first need: with the fast path in push(), an idle or keeping-up
         # connection never needs one, which saves a greenlet (~12 KB) per connection.
-        self._writer: gevent.Greenlet | None = None
+        self._writer: gevent.Greenlet[..., None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.username} fd={self._fileno()}>"
@@ -460,7 +466,8 @@ class Connection:
             if not self._reader_finished or self._stopped_reading:
                 self._send_close()
             if not self._reader_finished:
-                self.ws.thread.join(self._close_timeout_s)  # type: ignore[attr-defined]
+                # chat.ws.server_options() makes simple-websocket's reader a ReaderGreenlet.
+                cast(ReaderGreenlet, self.ws.thread).join(self._close_timeout_s)
         except OSError:
             pass
         finally:
@@ -475,8 +482,9 @@ class Connection:
             self.done.set()
 
     def _send_close(self) -> None:
+        assert self.close_code is not None  # close() set it, or the reader stopped after it did
         try:
-            data = self.ws.ws.send(CloseConnection(self.close_code, self._close_reason))  # type: ignore[attr-defined]
+            data = self.ws.ws.send(CloseConnection(self.close_code, self._close_reason))
         except LocalProtocolError:
             return
         self._sock.sendall(data)

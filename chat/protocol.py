@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from chat.messages import Message
 from core.errors import ChatError
@@ -63,7 +64,7 @@ def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
     fields = _FIELDS.get(kind)
     if fields is None:
         raise ChatError(400, "unknown_type", f"Unknown frame type {kind[:40]!r}.", **echo)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # field -> value, of one of the field's types (checked below)
     for name, (required, types) in fields.items():
         value = obj.get(name)
         if value is None:
@@ -75,7 +76,7 @@ def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
         if isinstance(value, str) and not is_utf8(value):
             raise invalid_frame(f"The field {name} is not valid Unicode text.", **echo)
         values[name] = value
-    frame = Frame(type=kind, **values)  # type: ignore[arg-type]
+    frame = Frame(type=kind, **values)
     if frame.room is not None:
         check_room_id(frame.room, echo)
     if frame.since is not None and frame.since < 0:

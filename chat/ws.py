@@ -12,7 +12,7 @@ import logging
 import gevent
 from flask import Blueprint, Response, request
 from flask_sock import Sock
-from simple_websocket import ConnectionClosed
+from simple_websocket import ConnectionClosed, Server
 
 from chat.connection import Connection, InboundLimits, ReaderGreenlet
 from chat.live import Live
@@ -81,8 +81,8 @@ def server_options(max_frame_bytes: int) -> dict[str, object]:
     return {"max_message_size": max_frame_bytes, "thread_class": ReaderGreenlet}
 
 
-@sock.route("/ws", bp=bp)
-def websocket(ws: object) -> None:
+@sock.route("/ws", bp=bp)  # type: ignore[untyped-decorator]  # flask-sock has no type hints
+def websocket(ws: Server) -> None:
     s = service(Settings)
     live = service(Live)
     conn = Connection(
@@ -120,14 +120,14 @@ def websocket(ws: object) -> None:
         conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
 
 
-def _authenticate(s: Settings, ws: object, conn: Connection) -> Principal | None:
+def _authenticate(s: Settings, ws: Server, conn: Connection) -> Principal | None:
     """From the Authorization header, else from a first `auth` frame within AUTH_TIMEOUT_S."""
     auth = service(Authenticator)
     header = request.headers.get("Authorization")
     try:
         if header is not None:
             return auth.authenticate(parse_bearer(header))
-        text = ws.receive(timeout=s.AUTH_TIMEOUT_S)  # type: ignore[attr-defined]
+        text = ws.receive(timeout=s.AUTH_TIMEOUT_S)
         if text is None:
             raise unauthorized("Authenticate first: send an auth frame with your token.")
         frame = parse_frame(text, s.MAX_MESSAGE_CHARS)
@@ -143,10 +143,10 @@ def _authenticate(s: Settings, ws: object, conn: Connection) -> Principal | None
         return None
 
 
-def _serve(s: Settings, live: Live, ws: object, conn: Connection) -> None:
+def _serve(s: Settings, live: Live, ws: Server, conn: Connection) -> None:
     max_chars = s.MAX_MESSAGE_CHARS
     while conn.open:
-        text = ws.receive()  # type: ignore[attr-defined]
+        text = ws.receive()
         if text is None:
             continue
         try:
@@ -158,16 +158,23 @@ def _serve(s: Settings, live: Live, ws: object, conn: Connection) -> None:
 def _dispatch(live: Live, conn: Connection, frame: Frame) -> None:
     echo = {"room": frame.room} if frame.room else {}
     try:
+        # The asserts only tell the type checker what parse_frame has checked: the
+        # fields a frame type requires (chat.protocol._FIELDS) are there.
         if frame.type == "ping":
             conn.send({"type": "pong"})
         elif frame.type == "join":
-            live.join(conn, frame.room, frame.since)  # type: ignore[arg-type]
+            assert frame.room is not None
+            live.join(conn, frame.room, frame.since)
         elif frame.type == "leave":
-            live.leave(conn, frame.room)  # type: ignore[arg-type]
+            assert frame.room is not None
+            live.leave(conn, frame.room)
         elif frame.type == "send":
-            live.send(conn, frame.room, frame.body, frame.client_msg_id)  # type: ignore[arg-type]
+            assert frame.room is not None and frame.body is not None
+            assert frame.client_msg_id is not None
+            live.send(conn, frame.room, frame.body, frame.client_msg_id)
         elif frame.type == "typing":
-            live.typing(conn, frame.room)  # type: ignore[arg-type]
+            assert frame.room is not None
+            live.typing(conn, frame.room)
         elif frame.type == "auth":
             raise bad_request("This connection is already authenticated.", code="invalid_frame")
     except ChatError as err:
