@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable, Collection
+from typing import cast
 
 from auth import store
 from auth.passwords import Passwords
@@ -154,6 +155,7 @@ class Auth:
                     "failed login for an unknown user (%d chars) from %s", len(username), client
                 )
             raise ChatError(401, "invalid_credentials", "The username or password is wrong.")
+        assert row is not None  # verify() is False without a stored hash
         token = new_token()
         limit = self._settings.MAX_SESSIONS_PER_USER
         ended = self._db.run(
@@ -203,7 +205,7 @@ class Auth:
             return None
         if idle > self._touch_after_s:
             store.touch_sessions(conn, [token_hash], now)
-        return row["username"]
+        return cast(str, row["username"])
 
     def logout(self, session: Principal) -> None:
         """End the session; its sockets close with 4001 on every worker."""

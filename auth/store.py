@@ -22,10 +22,11 @@ def create_user(conn: sqlite3.Connection, username: str, password_hash: str, now
 
 def find_user(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
     """The user row matching username without regard to case."""
-    return conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT username, password_hash, last_seen FROM users WHERE username_key = ?",
         (username.lower(),),
     ).fetchone()
+    return row
 
 
 def create_session(
@@ -67,9 +68,10 @@ def create_session(
 
 
 def find_session(conn: sqlite3.Connection, token_hash: str) -> sqlite3.Row | None:
-    return conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT username, last_active FROM sessions WHERE token_hash = ?", (token_hash,)
     ).fetchone()
+    return row
 
 
 def touch_sessions(conn: sqlite3.Connection, token_hashes: Collection[str], now: float) -> None:

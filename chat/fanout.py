@@ -181,7 +181,8 @@ class Fanout:
         """Backplane traffic may have been lost (Redis reconnected): catch every feed up from the database."""
         for room, feed in list(self._feeds.items()):
             if feed.position is not None:
-                self._schedule(0, lambda room=room, feed=feed: self._refill(room, feed, None))
+                # mypy cannot type a lambda whose defaults bind loop variables (a known bug).
+                self._schedule(0, lambda room=room, feed=feed: self._refill(room, feed, None))  # type: ignore[misc]
 
     def _refill(self, room: str, feed: _Feed, before: int | None) -> None:
         if self._feeds.get(room) is not feed:

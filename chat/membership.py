@@ -129,7 +129,9 @@ class Rooms:
         self, username: str, room_id: str, after: tuple[object, ...] | None, limit: int
     ) -> ListPage[dict[str, object]]:
         page = self._db.run(store.member_page, room_id, username, after, limit)
-        items = [{"username": n, "status": self._statuses.status(n)} for n in page.items]
+        items: list[dict[str, object]] = [
+            {"username": n, "status": self._statuses.status(n)} for n in page.items
+        ]
         return ListPage(items, page.next_key)
 
     def invite(self, username: str, room_id: str, invitee: object) -> str:

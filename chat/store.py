@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import secrets
 import sqlite3
+from typing import cast
 
 from chat import store_pg
 from chat.errors import (
@@ -51,7 +52,9 @@ def _room(conn: sqlite3.Connection, room_id: str, lock: bool = False) -> sqlite3
     # FOR UPDATE (PostgreSQL only) serialises joins of one room across workers, so two
     # can never both take the last seat; SQLite's BEGIN IMMEDIATE already does.
     suffix = getattr(conn, "for_update", "") if lock else ""
-    row = conn.execute("SELECT * FROM rooms WHERE id = ?" + suffix, (room_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM rooms WHERE id = ?" + suffix, (room_id,)
+    ).fetchone()
     if row is None:
         raise room_not_found(room_id)
     return row
@@ -76,7 +79,10 @@ def _is_invited(conn: sqlite3.Connection, room_id: str, username: str) -> bool:
 
 
 def _member_count(conn: sqlite3.Connection, room_id: str) -> int:
-    return conn.execute("SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,)).fetchone()[0]
+    count: int = conn.execute(
+        "SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,)
+    ).fetchone()[0]
+    return count
 
 
 def create_room(
@@ -246,7 +252,7 @@ def invite(conn: sqlite3.Connection, room_id: str, owner: str, invitee_key: str)
     conn.execute(
         "INSERT OR IGNORE INTO invites (room_id, username) VALUES (?, ?)", (room_id, user[0])
     )
-    return user[0]
+    return cast(str, user[0])  # the invitee's name as registered
 
 
 def co_members(conn: sqlite3.Connection, username: str) -> list[str]:
@@ -291,7 +297,7 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
         conn.execute("SAVEPOINT draft")
         try:
             results[i] = _store_one(conn, d, touched)
-        except (*DatabaseError, ValueError):
+        except (*DatabaseError, ValueError):  # type: ignore[misc]  # mypy reads (*tuple, X) as tuple[type, ...]
             log.exception("storing a message in room %s failed", d.room)
             conn.execute("ROLLBACK TO draft")
             results[i] = Stored(error=ChatError(503, "unavailable", "Not stored: try again."))

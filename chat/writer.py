@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import Protocol, cast
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -45,7 +45,7 @@ class MessageWriter:
         self._queue: Queue[tuple[Draft, AsyncResult[Stored] | None]] = Queue()
         self._idle = Event()
         self._idle.set()
-        self._greenlet: gevent.Greenlet | None = None
+        self._greenlet: gevent.Greenlet[..., None] | None = None
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -60,7 +60,7 @@ class MessageWriter:
         result: AsyncResult[Stored] = AsyncResult()
         self._idle.clear()
         self._queue.put((draft, result))
-        return result.get()
+        return cast(Stored, result.get())  # blocks until _write sets it (never to None)
 
     def _run(self) -> None:
         while True:

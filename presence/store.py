@@ -9,9 +9,10 @@ from core.paging import ListPage
 
 def find_user(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
     """The user's name as registered and last_seen, matching without regard to case."""
-    return conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT username, last_seen FROM users WHERE username_key = ?", (username.lower(),)
     ).fetchone()
+    return row
 
 
 def list_users(
