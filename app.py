@@ -15,10 +15,12 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+from types import FrameType  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.socket  # noqa: E402
 from flask import Flask, Response, jsonify  # noqa: E402
+from flask.json.provider import DefaultJSONProvider  # noqa: E402
 
 from auth.passwords import Passwords  # noqa: E402
 from auth.routes import bp as auth_bp  # noqa: E402
@@ -92,7 +94,7 @@ class Greenroom:
     rooms: Rooms
     live: Live
     writer: MessageWriter
-    sweeper: Sweeper
+    sweeper: Sweeper[Connection]
     claim: object = None
     started: bool = False
     shutting_down: bool = False
@@ -152,7 +154,8 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_REQUEST_BYTES
     app.config["SOCK_SERVER_OPTIONS"] = server_options(settings.MAX_FRAME_BYTES)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask types app.json as the base JSONProvider
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, typed as the base JSONProvider
+    app.json.sort_keys = False
     # Werkzeug would answer //api/rooms with an HTML redirect; a 404 JSON error is clearer.
     app.url_map.merge_slashes = False
     app.extensions["greenroom.app"] = gr
@@ -275,7 +278,7 @@ def _chain_sigterm(app: Flask) -> None:
     """On SIGTERM close our sockets first, then let whoever else handles it (gunicorn) go on."""
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         gevent.spawn(shutdown, app)
         if callable(previous):
             previous(signum, frame)
@@ -301,6 +304,7 @@ def main() -> None:
     # a closed connection after every WebSocket, and JSON refusals (core/server.py).
     server = Server(listener, app, Limits.from_settings(settings), log=None, error_log=log)
     server.start()
+    assert isinstance(server.address, tuple)  # an AF_INET listener's (host, port)
     host, port = server.address[:2]
     log.info("listening on http://%s:%d", host, port)
     print(f"greenroom listening on http://{host}:{port}", flush=True)  # tests and humans read this

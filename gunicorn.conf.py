@@ -7,8 +7,16 @@ PostgreSQL DATABASE_URL (SQLite serves one process); otherwise gunicorn refuses
 to start, saying why.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 # The request-line and header limits `python app.py` applies too (core/server.py), so a
 # request is refused the same way, with the same JSON 414 or 431, under either server.
@@ -17,7 +25,7 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 
-def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+def on_starting(server: Arbiter) -> None:
     workers = server.cfg.workers
     if workers <= 1:
         return
@@ -37,10 +45,10 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
         raise SystemExit(1)
 
 
-def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
+def post_worker_init(worker: Worker) -> None:
     """Start the worker's app (app.build_app() only builds it): the claim, storage, greenlets."""
     from app import start
 
     # worker.wsgi may be wrapped (core.server.GeventWorker bounds body reads); this is
-    # the Flask app itself, loaded once per worker.
-    start(worker.app.wsgi())
+    # the Flask app itself (the Procfile's app:build_app()), loaded once per worker.
+    start(cast("Flask", worker.app.wsgi()))

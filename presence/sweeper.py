@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import gevent
 
@@ -30,20 +30,23 @@ class Watched(Protocol):
     def close(self, code: int, reason: str = "") -> None: ...
 
 
-class Connections(Protocol):
+W = TypeVar("W", bound=Watched)  # the connection type (chat.connection.Connection)
+
+
+class Connections(Protocol[W]):
     """This worker's live connections (chat.live.Live)."""
 
-    def connections(self) -> Sequence[Watched]: ...
+    def connections(self) -> Sequence[W]: ...
 
-    def disconnect(self, conn: Watched) -> None: ...
+    def disconnect(self, conn: W) -> None: ...
 
 
-class Sweeper:
+class Sweeper(Generic[W]):
     """Runs sweep_once every SWEEP_INTERVAL_S on its own greenlet."""
 
     def __init__(
         self,
-        live: Connections,
+        live: Connections[W],
         expire_sessions: Callable[[float], list[str]],
         chores: Sequence[Callable[[], object]],
         settings: Settings,
@@ -54,7 +57,7 @@ class Sweeper:
         self._chores = chores  # pruning that rides along (rate limits, feeds, typing)
         self._settings = settings
         self._clock = clock
-        self._greenlet: gevent.Greenlet | None = None
+        self._greenlet: gevent.Greenlet[..., None] | None = None
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)

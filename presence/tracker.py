@@ -57,7 +57,7 @@ class Presence:
         self._clock = clock
         self.online = OnlineMap(backplane.worker_id)
         self._changes: gevent.queue.Queue[tuple[str, str, bool]] = gevent.queue.Queue()
-        self._notifier: gevent.Greenlet | None = None
+        self._notifier: gevent.Greenlet[..., None] | None = None
 
     def subscribe(self) -> None:
         """Take the presence events from every worker, this one included."""
