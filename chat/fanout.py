@@ -15,6 +15,7 @@ subscribers has no feed, and its messages are ignored here.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable
@@ -181,8 +182,7 @@ class Fanout:
         """Backplane traffic may have been lost (Redis reconnected): catch every feed up from the database."""
         for room, feed in list(self._feeds.items()):
             if feed.position is not None:
-                # mypy cannot type a lambda whose defaults bind loop variables (a known bug).
-                self._schedule(0, lambda room=room, feed=feed: self._refill(room, feed, None))  # type: ignore[misc]
+                self._schedule(0, functools.partial(self._refill, room, feed, None))
 
     def _refill(self, room: str, feed: _Feed, before: int | None) -> None:
         if self._feeds.get(room) is not feed:

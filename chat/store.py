@@ -297,7 +297,7 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
         conn.execute("SAVEPOINT draft")
         try:
             results[i] = _store_one(conn, d, touched)
-        except (*DatabaseError, ValueError):  # type: ignore[misc]  # mypy reads (*tuple, X) as tuple[type, ...]
+        except DatabaseError + (ValueError,):
             log.exception("storing a message in room %s failed", d.room)
             conn.execute("ROLLBACK TO draft")
             results[i] = Stored(error=ChatError(503, "unavailable", "Not stored: try again."))

@@ -245,7 +245,7 @@ class RedisBackplane(LocalBackplane):
                 log.info("backplane: subscribed to %s as worker %s", self._channel, self.worker_id)
                 self._run_hook(Resubscribed())
                 self._receive(pubsub)
-            except (*self._errors, _Silent) as exc:  # type: ignore[misc]  # mypy reads (*tuple, X) as tuple[type, ...]
+            except self._errors + (_Silent,) as exc:
                 if self.connected:
                     log.warning("backplane: lost the subscription (%s); reconnecting", exc)
             finally:

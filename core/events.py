@@ -202,8 +202,9 @@ def encode(event: Event) -> dict[str, Any]:
 
 def decode(obj: dict[str, Any]) -> Event:
     """An event from its JSON object; ValueError for an unknown kind or a field of the wrong type."""
-    kind: Any = obj.get("k")  # any JSON value: a non-str k finds nothing
-    cls = WIRE_KINDS.get(kind)
+    kind = obj.get("k")
+    # Any JSON value may arrive: a list or object as k must not reach the dict lookup.
+    cls = WIRE_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event kind {obj.get('k')!r}")
     values: dict[str, Any] = {}

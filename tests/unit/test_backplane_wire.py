@@ -228,6 +228,8 @@ def test_the_wire_form_is_unchanged() -> None:
     [
         {"k": "nope"},
         {"k": 5},
+        {"k": []},
+        {"k": {"k": "joined"}},
         {},
         {"k": "joined", "r": "room"},  # no u
         {"k": "joined", "r": 1, "u": "x"},
