@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from chat.messages import Sender
+from chat.models import Sender
 from core.clock import Clock
 
 log = logging.getLogger(__name__)

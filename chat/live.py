@@ -19,7 +19,7 @@ from chat.connection import Connection
 from chat.errors import not_joined, too_many_connections
 from chat.fanout import Fanout
 from chat.membership import Rooms
-from chat.messages import Draft
+from chat.models import Draft
 from chat.protocol import error_frame, message_json
 from chat.rooms import RoomRegistry
 from chat.writer import MessageWriter

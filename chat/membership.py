@@ -11,7 +11,7 @@ import logging
 
 from chat import store
 from chat.errors import invalid_room, user_not_found
-from chat.messages import Draft, Message
+from chat.models import Draft, ListedRoom, Message, Room, RoomView
 from chat.protocol import check_body, check_client_msg_id
 from chat.writer import MessageWriter
 from core.backplane import LocalBackplane
@@ -51,9 +51,7 @@ class Rooms:
         self.create_limits = create_limits  # rooms created per user
         self._clock = clock
 
-    def create_room(
-        self, username: str, name: object, capacity: object, private: object
-    ) -> dict[str, object]:
+    def create_room(self, username: str, name: object, capacity: object, private: object) -> Room:
         s = self._settings
         if (
             not isinstance(name, str)
@@ -88,7 +86,7 @@ class Rooms:
         )
         log.info(
             "room %s created by %s (capacity %d, private %s)",
-            room["id"],
+            room.id,
             username,
             capacity,
             private,
@@ -97,28 +95,28 @@ class Rooms:
 
     def list_rooms(
         self, username: str, after: tuple[object, ...] | None, limit: int
-    ) -> ListPage[dict[str, object]]:
+    ) -> ListPage[ListedRoom]:
         return self._db.run(store.list_rooms, username, after, limit)
 
-    def get_room(self, username: str, room_id: str) -> dict[str, object]:
-        room, names = self._db.run(store.get_room, room_id, username)
-        return self._with_counts(room, names)
+    def get_room(self, username: str, room_id: str) -> RoomView:
+        room, member, names = self._db.run(store.get_room, room_id, username)
+        return self._view(room, member, names)
 
-    def _with_counts(self, room: dict[str, object], names: list[str]) -> dict[str, object]:
+    def _view(self, room: Room, member: bool, names: list[str]) -> RoomView:
         online = sum(1 for n in names if self._statuses.is_online(n))
-        return {**room, "member_count": len(names), "online_count": online}
+        return RoomView(room, member, len(names), online)
 
     def delete_room(self, username: str, room_id: str) -> None:
         self._db.run(store.delete_room, room_id, username)
         self._backplane.emit(RoomDeleted(room_id))
         log.info("room %s deleted by %s", room_id, username)
 
-    def join(self, username: str, room_id: str) -> dict[str, object]:
+    def join(self, username: str, room_id: str) -> RoomView:
         room, names, new = self._db.run(store.join_room, room_id, username, self._clock.time())
         if new:
             self._backplane.emit(MemberJoined(room_id, username))
             log.info("%s joined room %s", username, room_id)
-        return self._with_counts(room, names)
+        return self._view(room, True, names)
 
     def leave(self, username: str, room_id: str) -> None:
         self._db.run(store.leave_room, room_id, username)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from chat.messages import Message
+from chat.models import ListedRoom, Message, Room, RoomView
 from core.errors import ChatError
 from core.wire import is_utf8, iso, text_frame
 
@@ -150,3 +150,29 @@ def message_frame(m: Message) -> bytes:
 
 def ack_frame(m: Message, client_msg_id: str | None) -> dict[str, object]:
     return {"type": "ack", "room": m.room, "client_msg_id": client_msg_id, "seq": m.seq}
+
+
+def room_json(room: Room) -> dict[str, object]:
+    """A room as the API shows it (POST /api/rooms answers just this)."""
+    return {
+        "id": room.id,
+        "name": room.name,
+        "owner": room.owner,
+        "capacity": room.capacity,
+        "private": room.private,
+        "created_at": iso(room.created_at),
+        "last_seq": room.last_seq,
+    }
+
+
+def listed_room_json(listed: ListedRoom) -> dict[str, object]:
+    return {**room_json(listed.room), "member_count": listed.member_count, "member": listed.member}
+
+
+def room_view_json(view: RoomView) -> dict[str, object]:
+    return {
+        **room_json(view.room),
+        "member": view.member,
+        "member_count": view.member_count,
+        "online_count": view.online_count,
+    }

@@ -9,7 +9,7 @@ its ack (after its message frame) or its error.
 from __future__ import annotations
 
 from chat.fanout import Fanout
-from chat.messages import Draft, Stored
+from chat.models import Draft, Stored
 from chat.protocol import ack_frame, error_frame, message_frame
 from core.backplane import Items, LocalBackplane
 

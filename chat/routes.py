@@ -8,7 +8,13 @@ from flask import Blueprint, Response, jsonify, request
 
 from chat.errors import room_not_found
 from chat.membership import Rooms
-from chat.protocol import MAX_ROOM_ID_CHARS, message_json
+from chat.protocol import (
+    MAX_ROOM_ID_CHARS,
+    listed_room_json,
+    message_json,
+    room_json,
+    room_view_json,
+)
 from core.errors import bad_request
 from core.paging import encode_cursor, parse_page_args
 from core.settings import Settings
@@ -51,7 +57,7 @@ def create_room() -> tuple[Response, int]:
     room = service(Rooms).create_room(
         _user(), body.get("name"), body.get("capacity"), body.get("private")
     )
-    return jsonify(room), 201
+    return jsonify(room_json(room)), 201
 
 
 @bp.get("")
@@ -59,13 +65,18 @@ def create_room() -> tuple[Response, int]:
 def list_rooms() -> Response:
     limit, after = _page_args((float, str))
     page = service(Rooms).list_rooms(_user(), after, limit)
-    return jsonify({"rooms": page.items, "next_cursor": encode_cursor(page.next_key)})
+    return jsonify(
+        {
+            "rooms": [listed_room_json(r) for r in page.items],
+            "next_cursor": encode_cursor(page.next_key),
+        }
+    )
 
 
 @bp.get("/<room_id>")
 @login_required
 def get_room(room_id: str) -> Response:
-    return jsonify(service(Rooms).get_room(_user(), _room_id(room_id)))
+    return jsonify(room_view_json(service(Rooms).get_room(_user(), _room_id(room_id))))
 
 
 @bp.delete("/<room_id>")
@@ -78,7 +89,7 @@ def delete_room(room_id: str) -> Response:
 @bp.post("/<room_id>/join")
 @login_required
 def join(room_id: str) -> Response:
-    return jsonify(service(Rooms).join(_user(), _room_id(room_id)))
+    return jsonify(room_view_json(service(Rooms).join(_user(), _room_id(room_id))))
 
 
 @bp.post("/<room_id>/leave")

@@ -20,11 +20,10 @@ from chat.errors import (
     room_restricted,
     too_many_rooms,
 )
-from chat.messages import Draft, Message, Stored, message_row
+from chat.models import Draft, ListedRoom, Message, Room, Stored, message_row, room_row
 from core.database import DatabaseError
 from core.errors import ChatError, conflict, forbidden, not_found
 from core.paging import ListPage
-from core.wire import iso
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +33,6 @@ ROOM_ID_CHARS = 10
 
 def new_room_id() -> str:
     return "".join(secrets.choice(ROOM_ID_ALPHABET) for _ in range(ROOM_ID_CHARS))
-
-
-def room_dict(row: sqlite3.Row) -> dict[str, object]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "owner": row["owner"],
-        "capacity": row["capacity"],
-        "private": bool(row["private"]),
-        "created_at": iso(row["created_at"]),
-        "last_seq": row["last_seq"],
-    }
 
 
 def _room(conn: sqlite3.Connection, room_id: str, lock: bool = False) -> sqlite3.Row:
@@ -93,7 +80,7 @@ def create_room(
     private: bool,
     now: float,
     max_owned: int,
-) -> dict[str, object]:
+) -> Room:
     # The owner's row is locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises)
     # so that two creations at once cannot both pass the cap.
     suffix = getattr(conn, "for_update", "")
@@ -112,12 +99,12 @@ def create_room(
     conn.execute(
         "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)", (room_id, owner, now)
     )
-    return room_dict(_room(conn, room_id))
+    return room_row(_room(conn, room_id))
 
 
 def list_rooms(
     conn: sqlite3.Connection, username: str, after: tuple[object, ...] | None, limit: int
-) -> ListPage[dict[str, object]]:
+) -> ListPage[ListedRoom]:
     """Public rooms, and private rooms the user owns, belongs to or is invited to.
 
     Keyset pages in creation order: (created_at, id) is unique, and the rows after
@@ -138,18 +125,13 @@ def list_rooms(
         """,
         (username, created, created, room_id, username, username, username, limit + 1),
     ).fetchall()
-    items = [
-        {**room_dict(r), "member_count": r["member_count"], "member": bool(r["member"])}
-        for r in rows[:limit]
-    ]
+    items = [ListedRoom(room_row(r), r["member_count"], bool(r["member"])) for r in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return ListPage(items, None if last is None else (last["created_at"], last["id"]))
 
 
-def get_room(
-    conn: sqlite3.Connection, room_id: str, username: str
-) -> tuple[dict[str, object], list[str]]:
-    """The room and its member names, if the user may see it."""
+def get_room(conn: sqlite3.Connection, room_id: str, username: str) -> tuple[Room, bool, list[str]]:
+    """The room, whether the user is a member, and its member names, if the user may see it."""
     row = _room(conn, room_id)
     member = _is_member(conn, room_id, username)
     if (
@@ -165,7 +147,7 @@ def get_room(
             "SELECT username FROM members WHERE room_id = ? ORDER BY username", (room_id,)
         )
     ]
-    return {**room_dict(row), "member": member}, names
+    return room_row(row), member, names
 
 
 def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
@@ -178,7 +160,7 @@ def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
 
 def join_room(
     conn: sqlite3.Connection, room_id: str, username: str, now: float
-) -> tuple[dict[str, object], list[str], bool]:
+) -> tuple[Room, list[str], bool]:
     """Make the user a member; return (room, member names, whether they were new)."""
     row = _room(conn, room_id, lock=True)
     new = not _is_member(conn, room_id, username)
@@ -192,7 +174,7 @@ def join_room(
             "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)",
             (room_id, username, now),
         )
-    room, names = get_room(conn, room_id, username)
+    room, _, names = get_room(conn, room_id, username)
     return room, names, new
 
 

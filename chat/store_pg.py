@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from chat.errors import client_msg_id_reused, not_a_member, room_not_found
-from chat.messages import Draft, Stored, message_row
+from chat.models import Draft, Stored, message_row
 
 log = logging.getLogger(__name__)
 

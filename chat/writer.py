@@ -16,7 +16,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
 
-from chat.messages import Draft, Stored
+from chat.models import Draft, Stored
 from chat.store import store_messages
 from core.database import Database
 from core.errors import ChatError

@@ -12,7 +12,7 @@ from tests.support.fakes import FakeSocket
 def two_in_a_room(rig: Rig) -> tuple[str, FakeSocket, FakeSocket]:
     alice, alice_session = rig.user("alice")
     bob, bob_session = rig.user("bob")
-    room = str(rig.gr.rooms.create_room(alice, "lounge", None, None)["id"])
+    room = rig.gr.rooms.create_room(alice, "lounge", None, None).id
     rig.gr.rooms.join(bob, room)
     a = rig.connect(alice, alice_session)
     b = rig.connect(bob, bob_session)

@@ -14,10 +14,10 @@ from tests.integration.conftest import Rig
 
 
 def room_of(rig: Rig, owner: str, *members: str) -> str:
-    room = rig.gr.rooms.create_room(owner, "lounge", None, None)
+    room = rig.gr.rooms.create_room(owner, "lounge", None, None).id
     for name in members:
-        rig.gr.rooms.join(name, str(room["id"]))
-    return str(room["id"])
+        rig.gr.rooms.join(name, room)
+    return room
 
 
 def test_a_silent_connection_is_swept_offline_and_room_mates_are_told(rig: Rig) -> None:

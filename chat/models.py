@@ -1,4 +1,8 @@
-"""The message types: a draft waiting to be stored, its outcome, and the stored Message itself."""
+"""The chat feature's data as the store returns it: rooms, and messages from draft to stored.
+
+Timestamps are seconds since the epoch here; chat.protocol alone turns these into
+wire JSON and frames.
+"""
 
 from __future__ import annotations
 
@@ -53,3 +57,46 @@ class Stored:
     message: Message | None = None
     duplicate: bool = False
     error: ChatError | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Room:
+    id: str
+    name: str
+    owner: str
+    capacity: int
+    private: bool
+    created_at: float  # seconds since the epoch
+    last_seq: int
+
+
+def room_row(row: Any) -> Room:
+    """A Room from a rooms row (sqlite3.Row or core.postgres.Row)."""
+    return Room(
+        row["id"],
+        row["name"],
+        row["owner"],
+        row["capacity"],
+        bool(row["private"]),
+        row["created_at"],
+        row["last_seq"],
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListedRoom:
+    """A room in GET /api/rooms: with its member count and whether the caller is a member."""
+
+    room: Room
+    member_count: int
+    member: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomView:
+    """One room as its page shows it (GET /api/rooms/<id>, join): with who is in it."""
+
+    room: Room
+    member: bool
+    member_count: int
+    online_count: int
