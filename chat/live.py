@@ -1,4 +1,4 @@
-"""Live delivery on this worker: WebSocket connections, joins with replay, sends, typing, and room events.
+"""This worker's WebSocket users: connect, join with replay, send, typing, and the room events they see.
 
 chat/ws.py parses frames and calls in here. A send goes straight down: Live.send
 queues a Draft on the writer; the writer stores it and hands it to the Publisher,

@@ -1,4 +1,4 @@
-"""The /ws WebSocket loop: authenticate, then read frames and hand them to the chat core.
+"""The /ws WebSocket loop: authenticate, then read frames and hand them to chat.live.
 
 It is a thin shell. A ChatError becomes an error frame and the loop goes on; an
 unexpected exception is logged and closes the socket with 1011, never escaping to
