@@ -175,11 +175,11 @@ class Connection:
         except OSError:
             pass  # the client is already gone: the reader's first recv will say so
         ws.sock = cast(socket.socket, _SocketProxy(self._sock, self))  # it stands in for the socket
-        self._clock = clock.monotonic  # liveness and budgets run on monotonic time
-        self._timers = clock
+        # Liveness and budgets run on monotonic time.
+        self._clock = clock
         self._limits = inbound
         self._authenticated = False
-        self._budget = self._limits.budget(False, self._clock())
+        self._budget = self._limits.budget(False, self._clock.monotonic())
         self._frames = FrameCounter()
         self._reader_wake = Event()  # set when the reader may have something new to check
         self._stopped_reading = False  # we ended the reader (closing), not the client
@@ -195,7 +195,7 @@ class Connection:
         self.pending: dict[str, list[tuple[int, bytes]]] = {}
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
-        self.last_heard = self._clock()
+        self.last_heard = self._clock.monotonic()
         self.last_ping = self.last_heard
         self.close_code: int | None = None
         self._close_reason = ""
@@ -222,7 +222,7 @@ class Connection:
         return self.close_code is None and not self._reader_finished
 
     def heard(self) -> None:
-        self.last_heard = self._clock()
+        self.last_heard = self._clock.monotonic()
 
     def before_read(self) -> bool:
         """Yield, then wait until this connection may read; False: stop reading for good.
@@ -238,7 +238,7 @@ class Connection:
                 len(self._inbox) >= limits.max_queued_frames
                 or self._inbox.bytes >= limits.max_queued_bytes
             )
-            now = self._clock()
+            now = self._clock.monotonic()
             wait = None if inbox_full else self._budget.wait_s(now)
             if wait is not None and wait <= 0:
                 break
@@ -263,7 +263,7 @@ class Connection:
     def authenticated(self) -> None:
         """The client proved who it is: from now on it reads within the full inbound budget."""
         self._authenticated = True
-        self._budget = self._limits.budget(True, self._clock())
+        self._budget = self._limits.budget(True, self._clock.monotonic())
         self._reader_wake.set()
 
     def read_size(self, size: int) -> int:
@@ -278,7 +278,7 @@ class Connection:
 
     def after_read(self, data: bytes) -> None:
         """Count what one read brought in against the budget (a sign of life too)."""
-        now = self._clock()
+        now = self._clock.monotonic()
         self.last_heard = now
         self._budget.charge(now, self._frames.feed(data), len(data))
 
@@ -425,7 +425,7 @@ class Connection:
         self._wake_writer()
         self._reader_wake.set()
         # A client that stops reading could hold the writer in sendall forever.
-        self._abort_timer = self._timers.call_later(self._close_timeout_s, self.abort)
+        self._abort_timer = self._clock.call_later(self._close_timeout_s, self.abort)
 
     def abort(self) -> None:
         """Cut the TCP connection now; the reader and writer both end."""

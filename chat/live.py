@@ -10,6 +10,7 @@ through one dispatch table (subscribe()).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,16 @@ def fit_bytes(messages: list[dict[str, object]], max_bytes: int) -> list[dict[st
         if total > max_bytes:
             return messages[i + 1 :]
     return messages
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replay:
+    """What a join reads in one transaction: the history page, whether older messages are
+    left out, and the member names."""
+
+    page: store.Page
+    truncated: bool
+    names: list[str]
 
 
 class Live:
@@ -144,24 +155,31 @@ class Live:
     # ---- frames -----------------------------------------------------------------
 
     def join(self, conn: Connection, room_id: str, since: int | None) -> None:
-        username = conn.username
-        assert username is not None
-        self._rooms.join(username, room_id)
+        assert conn.username is not None
+        self._rooms.join(conn.username, room_id)
         # Subscribe before reading history, and hold live messages back until `joined`
         # is queued: then nothing falls between history and live, and deliver() drops repeats.
         conn.pending[room_id] = []
         self.registry.subscribe(room_id, conn)
         self.fanout.watch(room_id)
         try:
-            page, truncated, names = self._db.run(self._replay, room_id, username, since)
-            self.fanout.baseline(room_id, page.last_seq)
-            last = self._catch_up(conn, room_id, page)
+            replay = self._db.run(self._replay, room_id, conn.username, since)
+            self.fanout.baseline(room_id, replay.page.last_seq)
+            last = self._catch_up(conn, room_id, replay.page)
         except BaseException:
             conn.pending.pop(room_id, None)
             self.registry.unsubscribe(room_id, conn)
             raise
-        history = [message_json(m) for m in page.messages]
-        if last > page.last_seq:
+        self._send_joined(conn, room_id, replay, last)
+
+    def _send_joined(self, conn: Connection, room_id: str, replay: Replay, last: int) -> None:
+        """The `joined` frame, then the live messages held back while it was read."""
+        # Apart from join(): every connection handler waits in join()'s database read, and
+        # each local kept there costs every connection's stack (measured: one more 4 KiB
+        # page per connection when join() held these too).
+        history = [message_json(m) for m in replay.page.messages]
+        truncated = replay.truncated
+        if last > replay.page.last_seq:
             kept = fit_bytes(history, self._settings.REPLAY_MAX_BYTES)
             truncated = truncated or len(kept) < len(history)
             history = kept
@@ -173,8 +191,8 @@ class Live:
                 "room": room_id,
                 "last_seq": last,
                 "history": history,
-                "members": self._member_sample(names),
-                "member_count": len(names),
+                "members": self._member_sample(replay.names),
+                "member_count": len(replay.names),
                 "truncated": truncated,
             }
         )
@@ -210,9 +228,7 @@ class Live:
         picked = (online + offline)[: self._settings.JOINED_MAX_MEMBERS]
         return [{"username": n, "status": self._statuses.status(n)} for n in picked]
 
-    def _replay(
-        self, db_conn: Any, room_id: str, username: str, since: int | None
-    ) -> tuple[store.Page, bool, list[str]]:
+    def _replay(self, db_conn: Any, room_id: str, username: str, since: int | None) -> Replay:
         s = self._settings
         limit = s.HISTORY_PAGE_SIZE if since is None else s.REPLAY_MAX_MESSAGES
         page = store.read_page(db_conn, room_id, username, None, None, limit)
@@ -224,8 +240,7 @@ class Live:
             # Older messages the client asked for are gone (retention) or left out (caps).
             first_sent = page.messages[0].seq if page.messages else page.last_seq + 1
             truncated = since + 1 < first_sent
-        names = store.member_names(db_conn, room_id, username)
-        return page, truncated, names
+        return Replay(page, truncated, store.member_names(db_conn, room_id, username))
 
     def leave(self, conn: Connection, room_id: str) -> None:
         assert conn.username is not None
