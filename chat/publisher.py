@@ -32,8 +32,8 @@ class Publisher:
             sender = draft.sender
             if sender is None:
                 continue
-            echo = {"room": draft.room, "client_msg_id": draft.client_msg_id}
             if stored.error is not None:
+                echo = {"room": draft.room, "client_msg_id": draft.client_msg_id}
                 sender.send(error_frame(stored.error.with_extra(**echo)))
             elif stored.message is not None:
                 self._fanout.when_passed(

@@ -7,11 +7,10 @@ from collections.abc import Callable
 
 
 class FakeTimer:
-    def __init__(self, clock: FakeClock, at: float, fn: Callable[[], object]) -> None:
+    def __init__(self, at: float, fn: Callable[[], object]) -> None:
         self.at = at
         self.fn = fn
         self.killed = False
-        self._clock = clock
 
     def kill(self, block: bool = False) -> None:
         self.killed = True
@@ -36,7 +35,7 @@ class FakeClock:
         return self._mono
 
     def call_later(self, delay: float, fn: Callable[[], object]) -> FakeTimer:
-        timer = FakeTimer(self, self._mono + delay, fn)
+        timer = FakeTimer(self._mono + delay, fn)
         self.pending.append(timer)
         return timer
 
