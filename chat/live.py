@@ -60,10 +60,12 @@ def fit_bytes(messages: list[dict[str, object]], max_bytes: int) -> list[dict[st
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Replay:
-    """What a join reads in one transaction: the history page, whether older messages are
-    left out, and the member names."""
+    """What a join reads in one transaction: the room's last seq, the history as wire JSON
+    (made on the database thread, off the hub), whether older messages are left out, and
+    the member names."""
 
-    page: store.Page
+    last_seq: int
+    history: list[dict[str, object]]
     truncated: bool
     names: list[str]
 
@@ -164,8 +166,8 @@ class Live:
         self.fanout.watch(room_id)
         try:
             replay = self._db.run(self._replay, room_id, conn.username, since)
-            self.fanout.baseline(room_id, replay.page.last_seq)
-            last = self._catch_up(conn, room_id, replay.page)
+            self.fanout.baseline(room_id, replay.last_seq)
+            last = self._catch_up(conn, room_id, replay)
         except BaseException:
             conn.pending.pop(room_id, None)
             self.registry.unsubscribe(room_id, conn)
@@ -177,9 +179,9 @@ class Live:
         # Apart from join(): every connection handler waits in join()'s database read, and
         # each local kept there costs every connection's stack (measured: one more 4 KiB
         # page per connection when join() held these too).
-        history = [message_json(m) for m in replay.page.messages]
+        history = replay.history
         truncated = replay.truncated
-        if last > replay.page.last_seq:
+        if last > replay.last_seq:
             kept = fit_bytes(history, self._settings.REPLAY_MAX_BYTES)
             truncated = truncated or len(kept) < len(history)
             history = kept
@@ -200,14 +202,14 @@ class Live:
             conn.deliver(room_id, seq, frame, cork=True)
         conn.flush()
 
-    def _catch_up(self, conn: Connection, room_id: str, page: store.Page) -> int:
+    def _catch_up(self, conn: Connection, room_id: str, replay: Replay) -> int:
         """Add to the history what this worker passed on to the room since the read began.
 
         Usually the held-back list already starts right after the history. It may not
         when another join set the room's position past this read (two first joins at
         once); then the messages in between are read again, so none falls between.
         """
-        last = page.last_seq
+        last = replay.last_seq
         while True:
             held = conn.pending[room_id]
             first = held[0][0] if held else (self.fanout.position(room_id) or 0) + 1
@@ -218,7 +220,7 @@ class Live:
             )
             if not extra:
                 return last  # gone (retention, deletion): nothing left to add
-            page.messages.extend(extra)
+            replay.history.extend(message_json(m) for m in extra)
             last = extra[-1].seq
 
     def _member_sample(self, names: list[str]) -> list[dict[str, object]]:
@@ -233,14 +235,14 @@ class Live:
         limit = s.HISTORY_PAGE_SIZE if since is None else s.REPLAY_MAX_MESSAGES
         page = store.read_page(db_conn, room_id, username, None, None, limit)
         wanted = page.messages if since is None else [m for m in page.messages if m.seq > since]
-        kept = fit_bytes([message_json(m) for m in wanted], s.REPLAY_MAX_BYTES)
-        page.messages = wanted[len(wanted) - len(kept) :]
+        history = fit_bytes([message_json(m) for m in wanted], s.REPLAY_MAX_BYTES)
         truncated = False
         if since is not None and since < page.last_seq:
             # Older messages the client asked for are gone (retention) or left out (caps).
-            first_sent = page.messages[0].seq if page.messages else page.last_seq + 1
+            first_sent = wanted[len(wanted) - len(history)].seq if history else page.last_seq + 1
             truncated = since + 1 < first_sent
-        return Replay(page, truncated, store.member_names(db_conn, room_id, username))
+        names = store.member_names(db_conn, room_id, username)
+        return Replay(page.last_seq, history, truncated, names)
 
     def leave(self, conn: Connection, room_id: str) -> None:
         assert conn.username is not None

@@ -50,16 +50,15 @@ class MessageWriter:
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
 
-    def submit(self, draft: Draft) -> None:
+    def submit(self, draft: Draft, waiter: AsyncResult[Stored] | None = None) -> None:
         """Queue a draft; its sender (if any) gets the ack or error from the publisher."""
         self._idle.clear()
-        self._queue.put((draft, None))
+        self._queue.put((draft, waiter))
 
     def store(self, draft: Draft) -> Stored:
         """Queue a draft and wait for its outcome (REST posts)."""
         result: AsyncResult[Stored] = AsyncResult()
-        self._idle.clear()
-        self._queue.put((draft, result))
+        self.submit(draft, result)
         return cast(Stored, result.get())  # blocks until _write sets it (never to None)
 
     def _run(self) -> None:
