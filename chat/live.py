@@ -1,4 +1,4 @@
-"""This worker's WebSocket users: connect, join with replay, send, typing, and the room events they see.
+"""This worker's WebSocket users: connect, join with replay, send, typing, read markers, and the room events they see.
 
 chat/ws.py parses frames and calls in here. A send goes straight down: Live.send
 queues a Draft on the writer; the writer stores it and hands it to the Publisher,
@@ -20,8 +20,8 @@ from chat.connection import Connection
 from chat.errors import not_joined, too_many_connections
 from chat.fanout import Fanout
 from chat.membership import Rooms
-from chat.models import Draft
-from chat.protocol import error_frame, message_json
+from chat.models import Draft, ReadMarker
+from chat.protocol import error_frame, marker_json, message_json, read_frame
 from chat.rooms import RoomRegistry
 from chat.writer import MessageWriter
 from core.backplane import LocalBackplane
@@ -33,6 +33,7 @@ from core.events import (
     MemberLeft,
     Messages,
     PresenceChanged,
+    ReadMarked,
     Resubscribed,
     RoomDeleted,
     SessionClosed,
@@ -61,13 +62,14 @@ def fit_bytes(messages: list[dict[str, object]], max_bytes: int) -> list[dict[st
 @dataclasses.dataclass(frozen=True, slots=True)
 class Replay:
     """What a join reads in one transaction: the room's last seq, the history as wire JSON
-    (made on the database thread, off the hub), whether older messages are left out, and
-    the member names."""
+    (made on the database thread, off the hub), whether older messages are left out, the
+    member names and the user's read marker."""
 
     last_seq: int
     history: list[dict[str, object]]
     truncated: bool
     names: list[str]
+    read: ReadMarker | None
 
 
 class Live:
@@ -104,6 +106,7 @@ class Live:
             MemberLeft: self._on_member_left,
             RoomDeleted: self._on_room_deleted,
             Typing: self._on_typing,
+            ReadMarked: self._on_read_marked,
             SessionClosed: self._on_session_closed,
             PresenceChanged: self._on_presence_changed,
             Resubscribed: self._on_resubscribed,
@@ -196,6 +199,7 @@ class Live:
                 "members": self._member_sample(replay.names),
                 "member_count": len(replay.names),
                 "truncated": truncated,
+                **marker_json(replay.read),
             }
         )
         for seq, frame in held:
@@ -242,7 +246,9 @@ class Live:
             first_sent = wanted[len(wanted) - len(history)].seq if history else page.last_seq + 1
             truncated = since + 1 < first_sent
         names = store.member_names(db_conn, room_id, username)
-        return Replay(page.last_seq, history, truncated, names)
+        return Replay(
+            page.last_seq, history, truncated, names, store.read_marker(db_conn, room_id, username)
+        )
 
     def leave(self, conn: Connection, room_id: str) -> None:
         assert conn.username is not None
@@ -258,6 +264,14 @@ class Live:
         self._writer.submit(
             Draft(room_id, conn.username, body, client_msg_id, self._clock.time(), sender=conn)
         )
+
+    def read(self, conn: Connection, room_id: str, seq: int) -> None:
+        """Move the user's read marker. When it moves, ReadMarked tells every connection of
+        theirs (this one too); when it does not, only this one gets its answer."""
+        assert conn.username is not None
+        marker, moved = self._rooms.mark_read(conn.username, room_id, seq)
+        if not moved:
+            conn.send(read_frame(marker))
 
     def typing(self, conn: Connection, room_id: str) -> None:
         if not self.registry.is_subscribed(room_id, conn):
@@ -312,6 +326,11 @@ class Live:
         for other in self.registry.subscribers(event.room):
             if other.username != event.user:
                 other.push(frame)
+
+    def _on_read_marked(self, origin: str, event: ReadMarked) -> None:
+        frame = text_frame(read_frame(ReadMarker(event.room, event.seq, event.unread)))
+        for conn in self.registry.connections_of(event.user):
+            conn.push(frame)
 
     def _on_session_closed(self, origin: str, event: SessionClosed) -> None:
         for conn in self.registry.connections_of_session(event.session):

@@ -1,7 +1,7 @@
-"""The room rules behind the REST routes: create, list, join, leave, invite, delete, history, post.
+"""The room rules behind the REST routes: create, list, join, leave, invite, delete, history, post, read.
 
 Routes parse input and call in here; this module owns the rules and emits what
-happened (MemberJoined, MemberLeft, RoomDeleted) on the backplane, where live
+happened (MemberJoined, MemberLeft, RoomDeleted, ReadMarked) on the backplane, where live
 delivery (chat/live.py) picks it up on every worker. SQL lives in chat.store.
 """
 
@@ -11,14 +11,14 @@ import logging
 
 from chat import store
 from chat.errors import invalid_room, user_not_found
-from chat.models import Draft, ListedRoom, Message, Room, RoomView
+from chat.models import Draft, ListedRoom, Message, ReadMarker, Room, RoomView
 from chat.protocol import check_body, check_client_msg_id
 from chat.writer import MessageWriter
 from core.backplane import LocalBackplane
 from core.clock import Clock
 from core.database import Database
 from core.errors import bad_request, rate_limited
-from core.events import MemberJoined, MemberLeft, RoomDeleted
+from core.events import MemberJoined, MemberLeft, ReadMarked, RoomDeleted
 from core.paging import ListPage
 from core.ratelimit import RateLimiter
 from core.settings import Settings
@@ -99,12 +99,12 @@ class Rooms:
         return self._db.run(store.list_rooms, username, after, limit)
 
     def get_room(self, username: str, room_id: str) -> RoomView:
-        room, member, names = self._db.run(store.get_room, room_id, username)
-        return self._view(room, member, names)
+        room, names, marker = self._db.run(store.get_room, room_id, username)
+        return self._view(room, names, marker)
 
-    def _view(self, room: Room, member: bool, names: list[str]) -> RoomView:
+    def _view(self, room: Room, names: list[str], marker: ReadMarker | None) -> RoomView:
         online = sum(1 for n in names if self._statuses.is_online(n))
-        return RoomView(room, member, len(names), online)
+        return RoomView(room, marker is not None, len(names), online, marker)
 
     def delete_room(self, username: str, room_id: str) -> None:
         self._db.run(store.delete_room, room_id, username)
@@ -112,11 +112,13 @@ class Rooms:
         log.info("room %s deleted by %s", room_id, username)
 
     def join(self, username: str, room_id: str) -> RoomView:
-        room, names, new = self._db.run(store.join_room, room_id, username, self._clock.time())
+        room, names, marker, new = self._db.run(
+            store.join_room, room_id, username, self._clock.time()
+        )
         if new:
             self._backplane.emit(MemberJoined(room_id, username))
             log.info("%s joined room %s", username, room_id)
-        return self._view(room, True, names)
+        return self._view(room, names, marker)
 
     def leave(self, username: str, room_id: str) -> None:
         self._db.run(store.leave_room, room_id, username)
@@ -131,6 +133,19 @@ class Rooms:
             {"username": n, "status": self._statuses.status(n)} for n in page.items
         ]
         return ListPage(items, page.next_key)
+
+    def mark_read(self, username: str, room_id: str, seq: object) -> tuple[ReadMarker, bool]:
+        """Move the user's read marker; return it and whether it moved.
+
+        When it moved, every connection of the user, on every worker, hears of it
+        (ReadMarked), so two tabs or a tab and a terminal agree on what is unread.
+        """
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise bad_request("Send a JSON object with seq, a sequence number, 0 or more.")
+        marker, moved = self._db.run(store.mark_read, room_id, username, seq)
+        if moved:
+            self._backplane.emit(ReadMarked(username, room_id, marker.last_read_seq, marker.unread))
+        return marker, moved
 
     def invite(self, username: str, room_id: str, invitee: object) -> str:
         if not isinstance(invitee, str) or not invitee:

@@ -84,12 +84,22 @@ def room_row(row: Any) -> Room:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReadMarker:
+    """A member's read marker in a room, and how many messages from others lie after it."""
+
+    room: str
+    last_read_seq: int
+    unread: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ListedRoom:
     """A room in GET /api/rooms: with its member count and whether the caller is a member."""
 
     room: Room
     member_count: int
     member: bool
+    read: ReadMarker | None = None  # only for members
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,3 +110,4 @@ class RoomView:
     member: bool
     member_count: int
     online_count: int
+    read: ReadMarker | None = None  # only for members

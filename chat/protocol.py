@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from chat.models import ListedRoom, Message, Room, RoomView
+from chat.models import ListedRoom, Message, ReadMarker, Room, RoomView
 from core.errors import ChatError
 from core.wire import is_utf8, iso, text_frame
 
@@ -20,6 +20,7 @@ _FIELDS: dict[str, dict[str, tuple[bool, tuple[type, ...]]]] = {
     "leave": {"room": (True, (str,))},
     "send": {"room": (True, (str,)), "body": (True, (str,)), "client_msg_id": (True, (str,))},
     "typing": {"room": (True, (str,))},
+    "read": {"room": (True, (str,)), "seq": (True, (int,))},
     "ping": {},
 }
 
@@ -31,6 +32,7 @@ class Frame:
     type: str
     room: str | None = None
     since: int | None = None
+    seq: int | None = None
     body: str | None = None
     client_msg_id: str | None = None
     token: str | None = None
@@ -81,6 +83,8 @@ def parse_frame(text: str | bytes, max_message_chars: int) -> Frame:
         check_room_id(frame.room, echo)
     if frame.since is not None and frame.since < 0:
         raise invalid_frame("since is a sequence number, 0 or more.", **echo)
+    if frame.seq is not None and frame.seq < 0:
+        raise invalid_frame("seq is a sequence number, 0 or more.", **echo)
     if frame.client_msg_id is not None:
         check_client_msg_id(frame.client_msg_id, echo)
     if frame.body is not None:
@@ -165,8 +169,25 @@ def room_json(room: Room) -> dict[str, object]:
     }
 
 
+def marker_json(marker: ReadMarker | None) -> dict[str, object]:
+    """A member's `last_read_seq` and `unread` (nothing for someone who is not a member)."""
+    if marker is None:
+        return {}
+    return {"last_read_seq": marker.last_read_seq, "unread": marker.unread}
+
+
+def read_frame(marker: ReadMarker) -> dict[str, object]:
+    """The `read` frame (and the REST answer, without its type) for a read marker."""
+    return {"type": "read", "room": marker.room, **marker_json(marker)}
+
+
 def listed_room_json(listed: ListedRoom) -> dict[str, object]:
-    return {**room_json(listed.room), "member_count": listed.member_count, "member": listed.member}
+    return {
+        **room_json(listed.room),
+        "member_count": listed.member_count,
+        "member": listed.member,
+        **marker_json(listed.read),
+    }
 
 
 def room_view_json(view: RoomView) -> dict[str, object]:
@@ -175,4 +196,5 @@ def room_view_json(view: RoomView) -> dict[str, object]:
         "member": view.member,
         "member_count": view.member_count,
         "online_count": view.online_count,
+        **marker_json(view.read),
     }

@@ -1,4 +1,4 @@
-"""REST routes for rooms, membership, invites and messages."""
+"""REST routes for rooms, membership, invites, messages and read markers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from chat.protocol import (
     MAX_ROOM_ID_CHARS,
     listed_room_json,
     message_json,
+    read_frame,
     room_json,
     room_view_json,
 )
@@ -105,6 +106,15 @@ def members(room_id: str) -> Response:
     limit, after = _page_args((str,))
     page = service(Rooms).members(_user(), _room_id(room_id), after, limit)
     return jsonify({"members": page.items, "next_cursor": encode_cursor(page.next_key)})
+
+
+@bp.post("/<room_id>/read")
+@login_required
+def mark_read(room_id: str) -> Response:
+    marker, _ = service(Rooms).mark_read(_user(), _room_id(room_id), json_body().get("seq"))
+    frame = read_frame(marker)
+    del frame["type"]
+    return jsonify(frame)
 
 
 @bp.post("/<room_id>/invites")

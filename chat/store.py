@@ -20,7 +20,16 @@ from chat.errors import (
     room_restricted,
     too_many_rooms,
 )
-from chat.models import Draft, ListedRoom, Message, Room, Stored, message_row, room_row
+from chat.models import (
+    Draft,
+    ListedRoom,
+    Message,
+    ReadMarker,
+    Room,
+    Stored,
+    message_row,
+    room_row,
+)
 from core.database import DatabaseError
 from core.errors import ChatError, conflict, forbidden, not_found
 from core.paging import ListPage
@@ -112,31 +121,44 @@ def list_rooms(
     """
     created, room_id = after if after is not None else (-1.0, "")
     rows = conn.execute(
-        """
+        f"""
         SELECT r.*, (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id) AS member_count,
-               EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?) AS member
-        FROM rooms r
+               me.last_read_seq AS last_read_seq,
+               CASE WHEN me.username IS NULL THEN 0 ELSE ({_UNREAD_OF_ROW}) END AS unread
+        FROM rooms r LEFT JOIN members me ON me.room_id = r.id AND me.username = ?
         WHERE (r.created_at > ? OR (r.created_at = ? AND r.id > ?))
-          AND (r.private = 0 OR r.owner = ?
-               OR EXISTS(SELECT 1 FROM members m WHERE m.room_id = r.id AND m.username = ?)
+          AND (r.private = 0 OR r.owner = ? OR me.username IS NOT NULL
                OR EXISTS(SELECT 1 FROM invites i WHERE i.room_id = r.id AND i.username = ?))
         ORDER BY r.created_at, r.id
         LIMIT ?
         """,
-        (username, created, created, room_id, username, username, username, limit + 1),
+        (username, created, created, room_id, username, username, limit + 1),
     ).fetchall()
-    items = [ListedRoom(room_row(r), r["member_count"], bool(r["member"])) for r in rows[:limit]]
+    items = [
+        ListedRoom(
+            room_row(r),
+            r["member_count"],
+            r["last_read_seq"] is not None,
+            None
+            if r["last_read_seq"] is None
+            else ReadMarker(r["id"], r["last_read_seq"], r["unread"]),
+        )
+        for r in rows[:limit]
+    ]
     last = rows[limit - 1] if len(rows) > limit else None
     return ListPage(items, None if last is None else (last["created_at"], last["id"]))
 
 
-def get_room(conn: sqlite3.Connection, room_id: str, username: str) -> tuple[Room, bool, list[str]]:
-    """The room, whether the user is a member, and its member names, if the user may see it."""
+def get_room(
+    conn: sqlite3.Connection, room_id: str, username: str
+) -> tuple[Room, list[str], ReadMarker | None]:
+    """The room, its member names and the user's read marker (None: not a member), if the
+    user may see it."""
     row = _room(conn, room_id)
-    member = _is_member(conn, room_id, username)
+    marker = read_marker(conn, room_id, username)
     if (
         row["private"]
-        and not member
+        and marker is None
         and row["owner"] != username
         and not _is_invited(conn, room_id, username)
     ):
@@ -147,7 +169,7 @@ def get_room(conn: sqlite3.Connection, room_id: str, username: str) -> tuple[Roo
             "SELECT username FROM members WHERE room_id = ? ORDER BY username", (room_id,)
         )
     ]
-    return room_row(row), member, names
+    return room_row(row), names, marker
 
 
 def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
@@ -160,8 +182,12 @@ def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
 
 def join_room(
     conn: sqlite3.Connection, room_id: str, username: str, now: float
-) -> tuple[Room, list[str], bool]:
-    """Make the user a member; return (room, member names, whether they were new)."""
+) -> tuple[Room, list[str], ReadMarker | None, bool]:
+    """Make the user a member; return (room, member names, read marker, whether they were new).
+
+    A new member starts with everything already in the room read, as in other chat
+    products: joining a busy room does not bring thousands of unread messages.
+    """
     row = _room(conn, room_id, lock=True)
     new = not _is_member(conn, room_id, username)
     if new:
@@ -171,11 +197,11 @@ def join_room(
         if _member_count(conn, room_id) >= row["capacity"]:
             raise conflict("room_full", f"Room {room_id} is full ({row['capacity']} members).")
         conn.execute(
-            "INSERT INTO members (room_id, username, joined_at) VALUES (?, ?, ?)",
-            (room_id, username, now),
+            "INSERT INTO members (room_id, username, joined_at, last_read_seq) VALUES (?, ?, ?, ?)",
+            (room_id, username, now, row["last_seq"]),
         )
-    room, _, names = get_room(conn, room_id, username)
-    return room, names, new
+    room, names, marker = get_room(conn, room_id, username)
+    return room, names, marker, new
 
 
 def leave_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
@@ -185,6 +211,43 @@ def leave_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
     ).rowcount
     if not deleted:
         raise not_a_member(room_id)
+
+
+# Messages after a marker that others sent: your own always count as read. The
+# (room_id, seq) primary key makes this a range scan, bounded by ROOM_HISTORY_LIMIT.
+_UNREAD = "SELECT COUNT(*) FROM messages WHERE room_id = ? AND seq > ? AND username != ?"
+_UNREAD_OF_ROW = (
+    "SELECT COUNT(*) FROM messages g"
+    " WHERE g.room_id = r.id AND g.seq > me.last_read_seq AND g.username != me.username"
+)
+
+
+def read_marker(conn: sqlite3.Connection, room_id: str, username: str) -> ReadMarker | None:
+    """The user's read marker in the room, with its unread count; None if not a member."""
+    row = conn.execute(
+        "SELECT last_read_seq FROM members WHERE room_id = ? AND username = ?", (room_id, username)
+    ).fetchone()
+    if row is None:
+        return None
+    unread: int = conn.execute(_UNREAD, (room_id, row[0], username)).fetchone()[0]
+    return ReadMarker(room_id, row[0], unread)
+
+
+def mark_read(
+    conn: sqlite3.Connection, room_id: str, username: str, seq: int
+) -> tuple[ReadMarker, bool]:
+    """Move the marker forward to seq (never back, never past the room's last_seq);
+    return the marker and whether it moved."""
+    seq = min(seq, _room(conn, room_id)["last_seq"])
+    moved = conn.execute(
+        "UPDATE members SET last_read_seq = ?"
+        " WHERE room_id = ? AND username = ? AND last_read_seq < ?",
+        (seq, room_id, username, seq),
+    ).rowcount
+    marker = read_marker(conn, room_id, username)
+    if marker is None:
+        raise not_a_member(room_id)
+    return marker, moved > 0
 
 
 def require_member(conn: sqlite3.Connection, room_id: str, username: str) -> sqlite3.Row:

@@ -175,6 +175,9 @@ def _dispatch(live: Live, conn: Connection, frame: Frame) -> None:
         elif frame.type == "typing":
             assert frame.room is not None
             live.typing(conn, frame.room)
+        elif frame.type == "read":
+            assert frame.room is not None and frame.seq is not None
+            live.read(conn, frame.room, frame.seq)
         elif frame.type == "auth":
             raise bad_request("This connection is already authenticated.", code="invalid_frame")
     except ChatError as err:

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar, cast
 
 from gevent.threadpool import ThreadPool
 
-from core.schema import SCHEMA
+from core.schema import ADDED_COLUMNS, SCHEMA
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,6 +85,10 @@ class SqliteDatabase:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
+            for table, column, kind in ADDED_COLUMNS:
+                have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             self._conn = conn
         return self._conn
 

@@ -47,6 +47,18 @@ class RoomDeleted(Event):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReadMarked(Event):
+    """A user's read marker in a room moved: every connection of theirs is told."""
+
+    WIRE: ClassVar[str | None] = "read"
+    KEYS: ClassVar[dict[str, str]] = {"user": "u", "room": "r", "seq": "s", "unread": "n"}
+    user: str
+    room: str
+    seq: int
+    unread: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Typing(Event):
     WIRE: ClassVar[str | None] = "typing"
     KEYS: ClassVar[dict[str, str]] = {"room": "r", "user": "u"}
@@ -175,6 +187,7 @@ WIRE_KINDS: dict[str, type[Event]] = {
         MemberJoined,
         MemberLeft,
         RoomDeleted,
+        ReadMarked,
         Typing,
         SessionClosed,
         UserOnline,

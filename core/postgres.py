@@ -19,6 +19,7 @@ import gevent.queue
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from core.schema import ADDED_COLUMNS
 from core.schema import SCHEMA as SQLITE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ POOL_SIZE = 8
 
 # The one schema, in PostgreSQL's types: SQLite's REAL and INTEGER hold 64-bit values.
 SCHEMA = SQLITE_SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT")
+ADD_COLUMNS = "".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind.replace('INTEGER', 'BIGINT')};"
+    for table, column, kind in ADDED_COLUMNS
+)
 
 
 class Row(tuple[Any, ...]):
@@ -105,6 +110,7 @@ class PostgresDatabase:
             # Workers starting together would race to create the same tables.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('greenroom:schema'))")
             conn.execute(SCHEMA)
+            conn.execute(ADD_COLUMNS)
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True, row_factory=row_factory)

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS members (
     room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
     username TEXT NOT NULL REFERENCES users(username),
     joined_at REAL NOT NULL,
+    -- The member's read marker: the newest seq they have read (chat: read markers).
+    last_read_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, username)
 );
 CREATE INDEX IF NOT EXISTS members_by_user ON members(username);
@@ -55,3 +57,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
     ON messages(username, client_msg_id) WHERE client_msg_id IS NOT NULL;
 """
+
+# Columns added since a database was first created: (table, column, type and default).
+# CREATE TABLE IF NOT EXISTS leaves an older table as it was, so each driver adds
+# these on open where they are missing; a database from an earlier release keeps working.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("members", "last_read_seq", "INTEGER NOT NULL DEFAULT 0"),
+)

@@ -24,7 +24,7 @@ from tests.support.cluster import connect, expect_presence, history, statuses
 def test_users_on_two_processes_share_rooms_history_members_presence_and_deletion(
     make_cluster: Callable[..., Cluster], sockets: list[WS]
 ) -> None:
-    """Alice on process 0 and bob on process 1 chat both ways; every REST view agrees on both."""
+    """Alice on process 0 and bob on process 1 chat both ways; every REST view and read marker agrees on both."""
     cluster = make_cluster(2)
     api0, api1 = Api(cluster[0]), Api(cluster[1])
     alice, bob = api0.new_user("alice"), api1.new_user("bob")
@@ -51,6 +51,18 @@ def test_users_on_two_processes_share_rooms_history_members_presence_and_deletio
     assert b.say(room, "hello from process 1")["seq"] == 2
     got = a.expect("message")
     assert (got["seq"], got["user"], got["body"]) == (2, bob.name, "hello from process 1")
+
+    # Read markers: bob reads on process 1, and his socket on process 0 hears it too.
+    info = api0.get(f"/api/rooms/{room}", bob.token).json()
+    assert (info["last_read_seq"], info["unread"]) == (0, 1)  # his own message counts as read
+    b0 = connect(bob, cluster[0], sockets)
+    b.send({"type": "read", "room": room, "seq": 2})
+    read = {"type": "read", "room": room, "last_read_seq": 2, "unread": 0}
+    assert b.expect("read") == read
+    assert b0.expect("read") == read
+    b0.close()
+    info = api0.get(f"/api/rooms/{room}", bob.token).json()
+    assert (info["last_read_seq"], info["unread"]) == (2, 0)
 
     # History, members and presence: the same on both processes, whoever asks.
     views = [history(api, user, room) for api in (api0, api1) for user in (alice, bob)]

@@ -28,6 +28,8 @@ def test_valid_frames_parse() -> None:
     assert (join.room, join.since) == ("r1", 4)
     send = parse({"type": "send", "room": "r", "body": "hi", "client_msg_id": "c1"})
     assert (send.body, send.client_msg_id) == ("hi", "c1")
+    read = parse({"type": "read", "room": "r", "seq": 0})
+    assert (read.room, read.seq) == ("r", 0)
 
 
 @pytest.mark.parametrize(
@@ -49,6 +51,12 @@ def test_valid_frames_parse() -> None:
             "invalid_message",
         ),
         ('{"type": "send", "room": "r", "body": "ok", "client_msg_id": ""}', "invalid_message"),
+        ('{"type": "read", "room": "r"}', "invalid_frame"),
+        ('{"type": "read", "room": "r", "seq": -1}', "invalid_frame"),
+        ('{"type": "read", "room": "r", "seq": "3"}', "invalid_frame"),
+        ('{"type": "read", "room": "r", "seq": 2.5}', "invalid_frame"),
+        ('{"type": "read", "room": "r", "seq": false}', "invalid_frame"),
+        ('{"type": "read", "seq": 3}', "invalid_frame"),
     ],
 )
 def test_bad_frames_raise_the_documented_code(text: str | bytes, code: str) -> None:
