@@ -247,7 +247,11 @@ class Live:
             truncated = since + 1 < first_sent
         names = store.member_names(db_conn, room_id, username)
         return Replay(
-            page.last_seq, history, truncated, names, store.read_marker(db_conn, room_id, username)
+            page.last_seq,
+            history,
+            truncated,
+            names,
+            store.read_marker(db_conn, room_id, username, s.UNREAD_MAX),
         )
 
     def leave(self, conn: Connection, room_id: str) -> None:

@@ -96,10 +96,12 @@ class Rooms:
     def list_rooms(
         self, username: str, after: tuple[object, ...] | None, limit: int
     ) -> ListPage[ListedRoom]:
-        return self._db.run(store.list_rooms, username, after, limit)
+        return self._db.run(store.list_rooms, username, after, limit, self._settings.UNREAD_MAX)
 
     def get_room(self, username: str, room_id: str) -> RoomView:
-        room, names, marker = self._db.run(store.get_room, room_id, username)
+        room, names, marker = self._db.run(
+            store.get_room, room_id, username, self._settings.UNREAD_MAX
+        )
         return self._view(room, names, marker)
 
     def _view(self, room: Room, names: list[str], marker: ReadMarker | None) -> RoomView:
@@ -113,7 +115,7 @@ class Rooms:
 
     def join(self, username: str, room_id: str) -> RoomView:
         room, names, marker, new = self._db.run(
-            store.join_room, room_id, username, self._clock.time()
+            store.join_room, room_id, username, self._clock.time(), self._settings.UNREAD_MAX
         )
         if new:
             self._backplane.emit(MemberJoined(room_id, username))
@@ -142,7 +144,9 @@ class Rooms:
         """
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise bad_request("Send a JSON object with seq, a sequence number, 0 or more.")
-        marker, moved = self._db.run(store.mark_read, room_id, username, seq)
+        marker, moved = self._db.run(
+            store.mark_read, room_id, username, seq, self._settings.UNREAD_MAX
+        )
         if moved:
             self._backplane.emit(ReadMarked(username, room_id, marker.last_read_seq, marker.unread))
         return marker, moved

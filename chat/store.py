@@ -112,7 +112,11 @@ def create_room(
 
 
 def list_rooms(
-    conn: sqlite3.Connection, username: str, after: tuple[object, ...] | None, limit: int
+    conn: sqlite3.Connection,
+    username: str,
+    after: tuple[object, ...] | None,
+    limit: int,
+    unread_cap: int,
 ) -> ListPage[ListedRoom]:
     """Public rooms, and private rooms the user owns, belongs to or is invited to.
 
@@ -124,7 +128,7 @@ def list_rooms(
         f"""
         SELECT r.*, (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id) AS member_count,
                me.last_read_seq AS last_read_seq,
-               CASE WHEN me.username IS NULL THEN 0 ELSE ({_UNREAD_OF_ROW}) END AS unread
+               CASE WHEN me.username IS NULL THEN 0 ELSE ({_unread_of_row(unread_cap)}) END AS unread
         FROM rooms r LEFT JOIN members me ON me.room_id = r.id AND me.username = ?
         WHERE (r.created_at > ? OR (r.created_at = ? AND r.id > ?))
           AND (r.private = 0 OR r.owner = ? OR me.username IS NOT NULL
@@ -150,12 +154,12 @@ def list_rooms(
 
 
 def get_room(
-    conn: sqlite3.Connection, room_id: str, username: str
+    conn: sqlite3.Connection, room_id: str, username: str, unread_cap: int
 ) -> tuple[Room, list[str], ReadMarker | None]:
     """The room, its member names and the user's read marker (None: not a member), if the
     user may see it."""
     row = _room(conn, room_id)
-    marker = read_marker(conn, room_id, username)
+    marker = read_marker(conn, room_id, username, unread_cap)
     if (
         row["private"]
         and marker is None
@@ -181,7 +185,7 @@ def delete_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
 
 
 def join_room(
-    conn: sqlite3.Connection, room_id: str, username: str, now: float
+    conn: sqlite3.Connection, room_id: str, username: str, now: float, unread_cap: int
 ) -> tuple[Room, list[str], ReadMarker | None, bool]:
     """Make the user a member; return (room, member names, read marker, whether they were new).
 
@@ -200,7 +204,7 @@ def join_room(
             "INSERT INTO members (room_id, username, joined_at, last_read_seq) VALUES (?, ?, ?, ?)",
             (room_id, username, now, row["last_seq"]),
         )
-    room, names, marker = get_room(conn, room_id, username)
+    room, names, marker = get_room(conn, room_id, username, unread_cap)
     return room, names, marker, new
 
 
@@ -213,28 +217,38 @@ def leave_room(conn: sqlite3.Connection, room_id: str, username: str) -> None:
         raise not_a_member(room_id)
 
 
-# Messages after a marker that others sent: your own always count as read. The
-# (room_id, seq) primary key makes this a range scan, bounded by ROOM_HISTORY_LIMIT.
-_UNREAD = "SELECT COUNT(*) FROM messages WHERE room_id = ? AND seq > ? AND username != ?"
-_UNREAD_OF_ROW = (
-    "SELECT COUNT(*) FROM messages g"
-    " WHERE g.room_id = r.id AND g.seq > me.last_read_seq AND g.username != me.username"
+# Messages after a marker that others sent (your own always count as read), counted
+# up to a cap: a range scan of the (room_id, seq) key, at most `cap` rows per room, so
+# a page of 500 busy rooms costs the database thread 500 short scans, not 500 long ones.
+_UNREAD = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM messages"
+    " WHERE room_id = ? AND seq > ? AND username != ? LIMIT ?) AS u"
 )
 
 
-def read_marker(conn: sqlite3.Connection, room_id: str, username: str) -> ReadMarker | None:
+def _unread_of_row(cap: int) -> str:
+    """_UNREAD for list_rooms' rows r (room) and me (the caller's membership)."""
+    return (
+        "SELECT COUNT(*) FROM (SELECT 1 FROM messages g WHERE g.room_id = r.id"
+        f" AND g.seq > me.last_read_seq AND g.username != me.username LIMIT {int(cap)}) AS u"
+    )
+
+
+def read_marker(
+    conn: sqlite3.Connection, room_id: str, username: str, cap: int
+) -> ReadMarker | None:
     """The user's read marker in the room, with its unread count; None if not a member."""
     row = conn.execute(
         "SELECT last_read_seq FROM members WHERE room_id = ? AND username = ?", (room_id, username)
     ).fetchone()
     if row is None:
         return None
-    unread: int = conn.execute(_UNREAD, (room_id, row[0], username)).fetchone()[0]
+    unread: int = conn.execute(_UNREAD, (room_id, row[0], username, cap)).fetchone()[0]
     return ReadMarker(room_id, row[0], unread)
 
 
 def mark_read(
-    conn: sqlite3.Connection, room_id: str, username: str, seq: int
+    conn: sqlite3.Connection, room_id: str, username: str, seq: int, cap: int
 ) -> tuple[ReadMarker, bool]:
     """Move the marker forward to seq (never back, never past the room's last_seq);
     return the marker and whether it moved."""
@@ -244,7 +258,7 @@ def mark_read(
         " WHERE room_id = ? AND username = ? AND last_read_seq < ?",
         (seq, room_id, username, seq),
     ).rowcount
-    marker = read_marker(conn, room_id, username)
+    marker = read_marker(conn, room_id, username, cap)
     if marker is None:
         raise not_a_member(room_id)
     return marker, moved > 0

@@ -44,6 +44,7 @@ class Settings:
     REPLAY_MAX_BYTES: int = 262_144
     JOINED_MAX_MEMBERS: int = 500
     HISTORY_PAGE_SIZE: int = 50
+    UNREAD_MAX: int = 100
     HISTORY_MAX_PAGE_SIZE: int = 500
     MAX_MESSAGE_CHARS: int = 4_000
     MAX_ROOM_NAME_CHARS: int = 64

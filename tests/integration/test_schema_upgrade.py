@@ -32,8 +32,8 @@ def read_and_mark(url: str) -> tuple[Any, Any]:
     db = open_database(url)
     db.open()
     try:
-        before = db.run(store.read_marker, "r1", "alice")
-        after, _ = db.run(store.mark_read, "r1", "alice", 0)
+        before = db.run(store.read_marker, "r1", "alice", 100)
+        after, _ = db.run(store.mark_read, "r1", "alice", 0, 100)
         return before, after
     finally:
         db.close()
