@@ -56,6 +56,7 @@ from core.wire import CLOSE_GOING_AWAY  # noqa: E402
 from presence.routes import bp as users_bp  # noqa: E402
 from presence.sweeper import Sweeper  # noqa: E402
 from presence.tracker import Presence  # noqa: E402
+from web import bp as web_bp  # noqa: E402
 
 log = logging.getLogger("greenroom")
 
@@ -183,7 +184,7 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
         log.error("a request arrived before start(): run gunicorn from the repository root")
         return error_response(NOT_STARTED)
 
-    for bp in (auth_bp, rooms_bp, users_bp, ws_bp):
+    for bp in (auth_bp, rooms_bp, users_bp, ws_bp, web_bp):
         app.register_blueprint(bp)
     sock.init_app(app)
 

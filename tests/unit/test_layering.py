@@ -1,4 +1,4 @@
-"""The packages' dependencies point one way: app.py -> chat, auth, presence -> core, with no circles.
+"""The packages' dependencies point one way: app.py -> chat, auth, presence, web -> core, with no circles.
 
 The imports are read with `ast` from the source, so the rule holds for every import,
 including those inside functions and under TYPE_CHECKING.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FEATURES = ("chat", "auth", "presence")
+FEATURES = ("chat", "auth", "presence", "web")
 SERVER = ("core", *FEATURES)
 # What each package may import from the others (its own modules always).
 ALLOWED = {
@@ -20,6 +20,7 @@ ALLOWED = {
     "auth": {"core"},
     "presence": {"core"},
     "chat": {"core"},
+    "web": {"core"},
 }
 # The system clocks are read in core/clock.py only: everything else is handed a clock.
 CLOCK_READS = {("time", "time"), ("time", "monotonic")}
