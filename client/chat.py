@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import datetime
 from typing import Any
 
 from client import render
@@ -18,29 +19,39 @@ from client.config import ChatState, terminal_width
 from client.connection import LiveSession
 
 HELP = """commands:
-  /rooms            list the rooms you can see
-  /switch ID        talk in another joined room
+  /rooms            list the rooms you can see (* marks yours, with unread counts)
+  /switch ROOM      talk in another room you follow here (by name or ID)
   /join ID          join a room (and switch to it)
-  /leave            leave the current room
+  /leave            leave the current room: this ends your membership
+                    (/switch only changes where you talk)
   /who              members of the current room, with status
   /users            everyone, with status
   /history [N]      the last N messages of the current room (default 20)
   /help             this list
-  /quit             leave the chat (Ctrl-D works too)"""
+  /quit             leave the chat (Ctrl-D works too); your memberships stay"""
+NO_ROOM_HINT = "you are in no room now: /join ID to chat in one, /rooms lists them, /quit leaves"
 
 
 class Printer:
     """Prints events as lines (or JSON); safe to call from the connection thread.
 
-    Every line goes through render.format_lines on its way out, so nothing unsafe
-    reaches the terminal even from a line built without render's formatters.
+    Rooms are called by their names, with the id only where two followed rooms'
+    names clash; lines are tagged with the room when several are followed. Every
+    line goes through render.format_lines on its way out, so nothing unsafe reaches
+    the terminal even from a line built without render's formatters.
     """
 
-    def __init__(self, as_json: bool, multi_room: bool) -> None:
+    def __init__(self, as_json: bool, names: dict[str, str]) -> None:
         self.as_json = as_json
-        self.multi_room = multi_room
+        self.names = names  # room id -> name, as the server gave it
+        self.rooms: list[str] = []  # the rooms followed: the live session's own list
         self._lock = threading.Lock()
         self._lost = False
+
+    def label(self, room: str) -> str:
+        """What to call a room (already safe)."""
+        labels = render.room_labels(self.names, self.rooms)
+        return labels.get(room) or render.format_safe(self.names.get(room, room))
 
     def event(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "error":
@@ -54,7 +65,10 @@ class Printer:
             if frame.get("type") != "joined":
                 self.out(render.as_json(frame))
             return
-        line = render.format_event(frame, self.multi_room)
+        room = frame.get("room")
+        name = self.label(room) if isinstance(room, str) else None
+        tag = name if len(self.rooms) > 1 else None
+        line = render.format_event(frame, tag=tag, name=name)
         if line is not None:
             self.out(line)
 
@@ -64,7 +78,8 @@ class Printer:
                 self.error("reconnected")
             self._lost = False
             return
-        self._lost = True
+        if text.startswith("connection lost"):
+            self._lost = True
         self.error(render.format_safe(text))  # may quote the server: one line, made safe
 
     def out(self, line: str) -> None:
@@ -77,20 +92,36 @@ class Printer:
             print(text, file=sys.stderr, flush=True)
 
 
-def run_chat(api: Api, state: ChatState, rooms: list[str], as_json: bool) -> int:
+class View:
+    """Where the person at an interactive chat is talking: a room id, or None after /leave."""
+
+    def __init__(self, room: str | None) -> None:
+        self.room = room
+
+
+def run_chat(
+    api: Api, state: ChatState, rooms: list[str], names: dict[str, str], as_json: bool
+) -> int:
     # Messages still unacknowledged from an earlier run go out once this one is connected.
     for item in state.pending:
         if item["room"] not in rooms:
             rooms.append(item["room"])
-    printer = Printer(as_json, multi_room=len(rooms) > 1)
+    for room in rooms:
+        if room not in names:
+            try:
+                names[room] = str(api.room(room)["name"])
+            except (ClientError, KeyError, TypeError):
+                pass  # called by its id
+    printer = Printer(as_json, names)
     live = LiveSession(api, state, rooms, printer.event, printer.status)
+    printer.rooms = live.rooms
     live.start()
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
     try:
         if interactive:
-            code = _interactive(api, live, printer, rooms[0])
+            code = _interactive(api, live, printer, View(rooms[0]))
         else:
-            code = _piped(live, rooms[0])
+            code = _piped(live, printer, rooms[0])
     except KeyboardInterrupt:
         code = 130
     finally:
@@ -101,24 +132,34 @@ def run_chat(api: Api, state: ChatState, rooms: list[str], as_json: bool) -> int
     return code
 
 
-def _piped(live: LiveSession, room: str) -> int:
+def _say(live: LiveSession, printer: Printer, room: str, line: str) -> None:
+    if live.send(room, line):
+        printer.error(f"queued until the connection is back: {render.format_safe(line)}")
+
+
+def _piped(live: LiveSession, printer: Printer, room: str) -> int:
     for line in sys.stdin:
         line = line.rstrip("\r\n")
         if line.strip():
-            live.send(room, line)
+            _say(live, printer, room, line)
         if live.fatal is not None:
             return 1
     live.wait_until_synced()
     return 0 if live.fatal is None else 1
 
 
-def _interactive(api: Api, live: LiveSession, printer: Printer, room: str) -> int:
+def _interactive(api: Api, live: LiveSession, printer: Printer, view: View) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    current = [room]
-    session: PromptSession[str] = PromptSession()
-    printer.error(f"chatting in {room}; /help lists the commands, /quit leaves")
+    # The typed line is erased once entered: the server's echo (with its time) is the
+    # one place it shows, so it is never printed twice.
+    session: PromptSession[str] = PromptSession(erase_when_done=True)
+    assert view.room is not None
+    printer.error(f"chatting in {printer.label(view.room)}; /help lists the commands, /quit leaves")
+
+    def prompt() -> str:
+        return f"[{printer.label(view.room)}] > " if view.room is not None else "> "
 
     def end_prompt_when_session_dies() -> None:
         # A dead session (logged out elsewhere, expired) ends the prompt at once,
@@ -132,19 +173,24 @@ def _interactive(api: Api, live: LiveSession, printer: Printer, room: str) -> in
     with patch_stdout(raw=True):
         while live.fatal is None:
             try:
-                line = session.prompt(lambda: f"[{current[0]}] > ")
+                line = session.prompt(prompt)
             except EOFError:
                 break
             if not line.strip():
                 continue
             if line.startswith("/"):
+                printer.out(prompt() + line)  # the command stays above its answer
                 try:
-                    if not _command(api, live, printer, current, line):
+                    if not _command(api, live, printer, view, line):
                         break
                 except ClientError as err:
-                    printer.error(render.format_error(err.code, err.message, room=current[0]))
+                    printer.error(render.format_error(err.code, err.message, room=view.room))
                 continue
-            live.send(current[0], line)
+            if view.room is None:
+                printer.error(f"not sent: {render.format_safe(line)}")
+                printer.error(NO_ROOM_HINT)
+                continue
+            _say(live, printer, view.room, line)
     if live.pending_count():
         printer.error(f"waiting for {live.pending_count()} message(s) to be acknowledged...")
         if not live.wait_until_synced(timeout=5):
@@ -152,7 +198,15 @@ def _interactive(api: Api, live: LiveSession, printer: Printer, room: str) -> in
     return 0
 
 
-def _command(api: Api, live: LiveSession, printer: Printer, current: list[str], line: str) -> bool:
+def _find_room(live: LiveSession, printer: Printer, arg: str) -> str | None:
+    """A followed room by id, else by its (unique) name."""
+    if arg in live.rooms:
+        return arg
+    named = [r for r in live.rooms if printer.names.get(r) == arg]
+    return named[0] if len(named) == 1 else None
+
+
+def _command(api: Api, live: LiveSession, printer: Printer, view: View, line: str) -> bool:
     """Run one slash command; False means quit."""
     cmd, _, arg = line.strip().partition(" ")
     arg = arg.strip()
@@ -161,47 +215,55 @@ def _command(api: Api, live: LiveSession, printer: Printer, current: list[str], 
     if cmd == "/help":
         printer.out(HELP)
     elif cmd == "/rooms":
-        for r in api.rooms():
-            mark = "*" if r["id"] == current[0] else " "
-            printer.out(f"{mark} {render.format_room(r)}")
+        printer.out(render.format_rooms(api.rooms()))
     elif cmd == "/switch":
-        if arg not in live.rooms:
-            printer.error(
-                f"not in room {arg or '?'}: /join it first" if arg else "usage: /switch ID"
-            )
+        room = _find_room(live, printer, arg)
+        if not arg:
+            printer.error("usage: /switch ROOM")
+        elif room is None:
+            printer.error(f"not in room {render.format_safe(arg)}: /join ID first")
         else:
-            current[0] = arg
-            printer.multi_room = len(live.rooms) > 1
+            view.room = room
     elif cmd == "/join":
         if not arg:
             printer.error("usage: /join ID")
         else:
             try:
-                api.join(arg)
+                joined = api.join(arg)
             except ClientError as err:
                 printer.error(render.format_error(err.code, err.message, room=arg))
                 return True
+            printer.names[arg] = str(joined.get("name", arg))
             live.join(arg)
-            current[0] = arg
-            printer.multi_room = len(live.rooms) > 1
+            view.room = arg
     elif cmd == "/leave":
-        left = current[0]
+        if view.room is None:
+            printer.error(NO_ROOM_HINT)
+            return True
+        left, name = view.room, printer.label(view.room)
+        live.flush_read([left])
         api.leave(left)
         live.leave(left)
-        printer.error(f"left room {left}")
-        if not live.rooms:
-            return False
-        current[0] = live.rooms[0]
+        printer.error(f"left room {name}: you are no longer a member")
+        view.room = live.rooms[0] if live.rooms else None
+        if view.room is None:
+            printer.error(NO_ROOM_HINT)
+        else:
+            printer.error(f"now talking in {printer.label(view.room)}")
     elif cmd == "/who":
-        for m in api.members(current[0]):
-            printer.out(render.format_member(m))
+        if view.room is None:
+            printer.error(NO_ROOM_HINT)
+        else:
+            printer.out(render.format_members(api.members(view.room)))
     elif cmd == "/users":
-        for u in api.users():
-            printer.out(render.format_user(u))
+        printer.out(render.format_users(api.users(), datetime.now().astimezone()))
     elif cmd == "/history":
+        if view.room is None:
+            printer.error(NO_ROOM_HINT)
+            return True
         n = int(arg) if arg.isdigit() and 0 < int(arg) <= 500 else 20
-        for m in api.history(current[0], limit=n)["messages"]:
+        for m in api.history(view.room, limit=n)["messages"]:
             printer.out(render.format_message(m))
     else:
-        printer.error(f"unknown command {cmd}; /help lists them")
+        printer.error(f"unknown command {render.format_safe(cmd)}; /help lists them")
     return True

@@ -10,6 +10,7 @@ import functools
 import sys
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -21,10 +22,26 @@ from client.config import ChatState, Credentials, resolve_server, terminal_width
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# The server's password rule, checked before the confirming prompt so a person retypes
+# only a password that can be accepted.
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024
+
+
 class Context:
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self.credentials = Credentials(server)
+    """What every command shares: the server (`--server` before or after the command) and `--json`."""
+
+    def __init__(self, server: str | None, as_json: bool) -> None:
+        self.server_option = server
+        self.as_json = as_json
+
+    @property
+    def server(self) -> str:
+        return resolve_server(self.server_option)
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.server)
 
     def saved(self) -> dict[str, str]:
         saved = self.credentials.load()
@@ -63,12 +80,40 @@ def handles_errors(room_arg: str | None = None, user_arg: str | None = None) -> 
     return decorator
 
 
-json_option = click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print machine-readable JSON (one object per line; a list is one object).",
-)
+def _server_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a --server value at once; after the command, it overrides one given before."""
+    if value is None:
+        return None
+    url = resolve_server(value)
+    obj = ctx.find_object(Context)
+    if obj is not None:
+        obj.server_option = url
+    return url
+
+
+def _json_given(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--json anywhere on the line (before the command, on a group, after it) means JSON."""
+    obj = ctx.find_object(Context)
+    if obj is None:
+        return value
+    obj.as_json = obj.as_json or value
+    return obj.as_json
+
+
+SERVER_HELP = "Server address. Default: $GREENROOM_SERVER, else http://127.0.0.1:8000."
+JSON_HELP = "Print machine-readable JSON (one object per line; a list is one object)."
+
+
+def json_option(fn: F) -> F:
+    """--json and --server, which every command takes after its name as well as before it."""
+    fn = click.option(
+        "--server",
+        metavar="URL",
+        expose_value=False,
+        callback=_server_given,
+        help=SERVER_HELP,
+    )(fn)
+    return click.option("--json", "as_json", is_flag=True, callback=_json_given, help=JSON_HELP)(fn)
 
 
 password_stdin_option = click.option(
@@ -84,34 +129,53 @@ def emit(as_json: bool, obj: Any, text: str) -> None:
 
 
 def emit_list(
-    as_json: bool, key: str, items: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]
+    as_json: bool,
+    key: str,
+    items: list[dict[str, Any]],
+    table: Callable[[list[dict[str, Any]]], str],
+    empty: str = "",
 ) -> None:
-    """Print a whole list (every page): one line per item, or one JSON document `{key: [...]}`."""
+    """Print a whole list (every page): as aligned columns, or one JSON document `{key: [...]}`."""
     if as_json:
         click.echo(render.as_json({key: items}))
-        return
-    for item in items:
-        click.echo(render.format_lines(line(item), terminal_width(sys.stdout)))
+    elif items:
+        click.echo(render.format_lines(table(items), terminal_width(sys.stdout)))
+    elif empty:
+        click.echo(empty)
+
+
+def check_password_length(password: str) -> str:
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise click.UsageError(
+            f"a password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+        )
+    return password
 
 
 def read_password(password_stdin: bool, confirm: bool) -> str:
+    """The password from stdin, or asked without echo; a new one is checked, then confirmed."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise click.UsageError("--password-stdin: no password on standard input")
         return password
-    return click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    if confirm:
+        return click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, value_proc=check_password_length
+        )
+    return click.prompt("Password", hide_input=True)
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--server",
-    metavar="URL",
-    help="Server address. Default: $GREENROOM_SERVER, else http://127.0.0.1:8000.",
-)
+@click.option("--server", metavar="URL", callback=_server_given, help=SERVER_HELP)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.version_option("0.1.0", prog_name="greenroom")
 @click.pass_context
-def cli(ctx: click.Context, server: str | None) -> None:
+def cli(ctx: click.Context, server: str | None, as_json: bool) -> None:
     """Chat on a Greenroom server from your terminal, or script it from a shell.
 
     \b
@@ -121,8 +185,10 @@ def cli(ctx: click.Context, server: str | None) -> None:
       greenroom rooms create general
       greenroom chat ROOM_ID
       printf 'hi\\nbye\\n' | greenroom chat ROOM_ID
+
+    --server and --json may also come after the command: greenroom rooms --json
     """
-    ctx.obj = Context(resolve_server(server))
+    ctx.obj = Context(server, as_json)
 
 
 # ---- accounts -----------------------------------------------------------------
@@ -135,20 +201,27 @@ def cli(ctx: click.Context, server: str | None) -> None:
 @click.pass_obj
 @handles_errors(user_arg="username")
 def register(ctx: Context, username: str, password_stdin: bool, as_json: bool) -> None:
-    """Create an account (the password is asked without echo).
+    """Create an account and log in to it (the password is asked without echo).
 
     \b
     Examples:
       greenroom register alice
       echo "$PASSWORD" | greenroom register alice --password-stdin
     """
-    result = ctx.api(login=False).register(username, read_password(password_stdin, confirm=True))
-    name = render.format_safe(result["username"])
-    emit(
-        as_json,
-        result,
-        f"registered {name}; now run: greenroom login {name}",
-    )
+    password = read_password(password_stdin, confirm=True)
+    api = ctx.api(login=False)
+    name = api.register(username, password)["username"]
+    try:
+        session = api.login(name, password)
+    except ClientError as err:
+        raise ClientError(
+            err.code,
+            f"registered {render.format_safe(name)}, but logging in failed "
+            f"({render.format_error(err.code, err.message)}): run greenroom login USERNAME",
+        ) from None
+    ctx.credentials.save(session["username"], session["token"])
+    shown = {"username": session["username"], "server": ctx.server}
+    emit(as_json, shown, f"registered {render.format_safe(name)}; logged in on {ctx.server}")
 
 
 @cli.command()
@@ -221,7 +294,7 @@ def users(ctx: Context, as_json: bool) -> None:
     Example:
       greenroom users
     """
-    emit_list(as_json, "users", ctx.api().users(), render.format_user)
+    emit_list(as_json, "users", ctx.api().users(), lambda us: render.format_users(us, now()))
 
 
 @cli.command()
@@ -237,7 +310,7 @@ def status(ctx: Context, user: str, as_json: bool) -> None:
       greenroom status bob
     """
     u = ctx.api().user(user)
-    emit(as_json, u, render.format_user(u))
+    emit(as_json, u, render.format_user(u, now()))
 
 
 # ---- rooms --------------------------------------------------------------------
@@ -248,6 +321,8 @@ def status(ctx: Context, user: str, as_json: bool) -> None:
 @click.pass_context
 def rooms(click_ctx: click.Context, as_json: bool) -> None:
     """List the rooms you can see, or manage one (see the subcommands).
+
+    In the list, `*` marks the rooms you are a member of, with their unread counts.
 
     \b
     Examples:
@@ -261,7 +336,13 @@ def rooms(click_ctx: click.Context, as_json: bool) -> None:
 
 @handles_errors()
 def list_rooms(ctx: Context, as_json: bool) -> None:
-    emit_list(as_json, "rooms", ctx.api().rooms(), render.format_room)
+    emit_list(
+        as_json,
+        "rooms",
+        ctx.api().rooms(),
+        render.format_rooms,
+        empty="no rooms yet: greenroom rooms create NAME",
+    )
 
 
 @rooms.command("create")
@@ -381,7 +462,7 @@ def members(ctx: Context, room_id: str, as_json: bool) -> None:
     Example:
       greenroom members abc123
     """
-    emit_list(as_json, "members", ctx.api().members(room_id), render.format_member)
+    emit_list(as_json, "members", ctx.api().members(room_id), render.format_members)
 
 
 # ---- messages -----------------------------------------------------------------
@@ -450,15 +531,16 @@ def chat(ctx: Context, room_ids: tuple[str, ...], as_json: bool) -> None:
 
     api = ctx.api()
     username = ctx.username()
+    names: dict[str, str] = {}
     for room_id in room_ids:
         try:
-            api.join(room_id)
+            names[room_id] = str(api.join(room_id)["name"])
         except ClientError as err:
             raise ClientError(
                 err.code, render.format_error(err.code, err.message, room=room_id)
             ) from None
     state = ChatState(ctx.server, username)
-    sys.exit(run_chat(api, state, list(room_ids), as_json))
+    sys.exit(run_chat(api, state, list(room_ids), names, as_json))
 
 
 def main() -> None:

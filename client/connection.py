@@ -5,6 +5,9 @@ for anything the server's replay left out), and re-sends unacknowledged messages
 with their original client_msg_id, so a retry never doubles a message. The seq
 bookmarks and the unacknowledged messages are kept on disk (ChatState), so this
 holds across restarts of the client too.
+
+What it printed is marked as read (client.marks), and an outage is reported once when
+the connection drops and once when it is back, however many attempts it takes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from client.api import Api, ClientError
 from client.config import ChatState
+from client.marks import ReadMarker
 
 # Refusals after which re-sending the same message can never succeed.
 PERMANENT_SEND_ERRORS = {
@@ -35,6 +39,8 @@ PERMANENT_SEND_ERRORS = {
 JOIN_ERRORS = {"room_not_found", "room_restricted", "room_full", "not_a_member"}
 CLOSE_UNAUTHORIZED = 4001
 REPLAY_PAGE = 500
+# How long closing (or /leave) waits for the server to confirm the last read markers.
+FLUSH_WAIT_S = 2.0
 
 
 def ws_url(server: str) -> str:
@@ -69,6 +75,10 @@ class LiveSession:
         self._stop = threading.Event()
         self.fatal: ClientError | None = None
         self.connected = threading.Event()
+        # True from the moment an outage is reported until the connection is back.
+        self.offline = False
+        self._confirmed: dict[str, int] = {}  # room -> newest marker a `read` frame reported
+        self.marks = ReadMarker(self._send_read)
         self._thread = threading.Thread(target=self._run, name="greenroom-ws", daemon=True)
 
     # ---- used by the caller ---------------------------------------------------
@@ -76,15 +86,18 @@ class LiveSession:
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, room: str, body: str) -> str:
-        """Queue a message (kept on disk until acked) and send it if the room is joined."""
+    def send(self, room: str, body: str) -> bool:
+        """Queue a message (kept on disk until acked) and send it if the room is joined.
+
+        True when it waits for the connection to come back (the caller says so).
+        """
         item = {"room": room, "body": body, "client_msg_id": uuid.uuid4().hex}
         with self._lock:
             self._state.pending.append(item)
             self._state.save()
             if room in self._joined:
                 self._send_frame({"type": "send", **item})
-        return item["client_msg_id"]
+            return self.offline
 
     def join(self, room: str) -> None:
         with self._lock:
@@ -99,6 +112,19 @@ class LiveSession:
             if room in self.rooms:
                 self.rooms.remove(room)
             self._joined.discard(room)
+
+    def flush_read(self, rooms: list[str] | None = None, timeout: float = FLUSH_WAIT_S) -> bool:
+        """Send the read markers still waiting, and wait (bounded) until the server has them."""
+        sent = self.marks.flush(rooms)
+
+        def confirmed() -> bool:
+            return all(self._confirmed.get(r, 0) >= seq for r, seq in sent.items())
+
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: confirmed() or self.fatal is not None or not self.connected.is_set(),
+                timeout,
+            )
 
     def pending_count(self) -> int:
         with self._lock:
@@ -120,6 +146,9 @@ class LiveSession:
         return self._stop.wait(timeout)
 
     def close(self) -> None:
+        if self.fatal is None:
+            self.flush_read()
+        self.marks.close()
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
@@ -169,7 +198,11 @@ class LiveSession:
             attempt += 1
             low, high = self._backoff_s
             delay = min(high, low * 2 ** min(attempt - 1, 10)) * random.uniform(0.5, 1.0)
-            self._on_status(f"connection lost: reconnecting in {delay:.1f} s")
+            if not self.offline:  # one line per outage, not one per attempt
+                self.offline = True
+                self._on_status(
+                    "connection lost: reconnecting; lines you type meanwhile are queued"
+                )
             self._stop.wait(delay)
 
     def _fail(self, err: ClientError) -> None:
@@ -192,6 +225,8 @@ class LiveSession:
                 self._drop_pending(frame["client_msg_id"])
             elif kind == "error":
                 self._on_error(frame)
+            elif kind == "read":
+                self._on_read(frame)
             elif kind in ("room_deleted", "left"):
                 self._forget_room(frame["room"])
                 self._on_event(frame)
@@ -201,6 +236,7 @@ class LiveSession:
     def _on_ready(self) -> None:
         with self._lock:
             self.connected.set()
+            self.offline = False
             self._on_status("connected")
             for room in self.rooms:
                 self._send_join(room)
@@ -213,25 +249,46 @@ class LiveSession:
             frame["since"] = since
         self._send_frame(frame)
 
-    def _send_frame(self, frame: dict[str, Any]) -> None:
+    def _send_frame(self, frame: dict[str, Any]) -> bool:
         ws = self._ws
         if ws is None:
-            return
+            return False
         try:
             ws.send(json.dumps(frame))
         except (ConnectionClosed, OSError):
-            pass  # the connection thread notices and reconnects
+            return False  # the connection thread notices and reconnects
+        return True
+
+    def _send_read(self, room: str, seq: int) -> bool:
+        with self._lock:
+            if not self.connected.is_set() or room not in self.rooms:
+                return False
+            return self._send_frame({"type": "read", "room": room, "seq": seq})
+
+    def _on_read(self, frame: dict[str, Any]) -> None:
+        room, marker = frame.get("room"), frame.get("last_read_seq")
+        if not isinstance(room, str) or not isinstance(marker, int):
+            return
+        self.marks.known(room, marker)
+        with self._changed:
+            self._confirmed[room] = max(marker, self._confirmed.get(room, 0))
+            self._changed.notify_all()
 
     def _on_joined(self, frame: dict[str, Any]) -> None:
         room = frame["room"]
         history = frame["history"]
+        if "last_read_seq" in frame:  # the server keeps read markers
+            self.marks.enabled = True
+            self.marks.known(room, frame["last_read_seq"])
         since = self._since.get(room)
         if frame["truncated"] and since is not None:
             # The replay left out older messages we have not printed: fetch them over REST.
             first = history[0]["seq"] if history else frame["last_seq"] + 1
             history = self._fetch_between(room, since, first) + history
         for m in history:
-            self._on_message({"type": "message", **m})
+            self._on_message({"type": "message", **m}, mark=False)
+        # Printed by an earlier run (or before a drop) but perhaps never marked.
+        self.marks.printed(room, self._state.last_seq.get(room, 0))
         with self._changed:
             self._joined.add(room)
             if room not in self.rooms:
@@ -256,7 +313,7 @@ class LiveSession:
             after = page["messages"][-1]["seq"]
         return out
 
-    def _on_message(self, frame: dict[str, Any]) -> None:
+    def _on_message(self, frame: dict[str, Any], mark: bool = True) -> None:
         room, seq = frame["room"], frame["seq"]
         with self._lock:
             if seq <= self._state.last_seq.get(room, 0):
@@ -264,6 +321,8 @@ class LiveSession:
             self._state.last_seq[room] = seq
             self._state.save()
         self._on_event(frame)
+        if mark:
+            self.marks.printed(room, seq)
 
     def _drop_pending(self, client_msg_id: str) -> dict[str, Any] | None:
         with self._changed:

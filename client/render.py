@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -104,28 +105,90 @@ def wrap_lines(text: str, width: int) -> str:
     return "\n".join(out)
 
 
+def _parse_ts(ts: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).astimezone()
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def local_time(ts: str) -> str:
     """HH:MM:SS in the local zone, from the server's ISO-8601 UTC time."""
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
-    except (ValueError, AttributeError, TypeError):
+    when = _parse_ts(ts)
+    return when.strftime("%H:%M:%S") if when else "--:--:--"
+
+
+def local_when(ts: str, now: datetime) -> str:
+    """HH:MM:SS when `ts` falls on the local day of `now`, else YYYY-MM-DD HH:MM:SS."""
+    when = _parse_ts(ts)
+    if when is None:
         return "--:--:--"
+    today = now.astimezone().date()
+    return when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S")
 
 
-def format_message(m: dict[str, Any], show_room: bool = False) -> str:
-    """`HH:MM:SS <user> body`; each further line of the body is indented under it."""
-    room = f"[{format_safe(m.get('room'))}] " if show_room else ""
+def text_width(text: str) -> int:
+    """Columns `text` takes on a terminal (wide characters two, combining ones none)."""
+    return sum(max(wcwidth(ch), 0) if ch.isprintable() else 1 for ch in text)
+
+
+def format_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()
+) -> str:
+    """Rows of already safe cells as aligned columns under `header`, two spaces apart.
+
+    Widths are counted with wcwidth, so a name in wide characters keeps the columns
+    after it aligned; the columns in `right` (numbers) are aligned to the right.
+    """
+    table = [list(header), *(list(r) for r in rows)]
+    widths = [max(text_width(r[i]) for r in table) for i in range(len(header))]
+    right = set(right)
+    out = []
+    for r in table:
+        cells = []
+        for i, cell in enumerate(r):
+            pad = " " * (widths[i] - text_width(cell))
+            cells.append(pad + cell if i in right else cell + pad)
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def room_labels(names: dict[str, str], rooms: Iterable[str]) -> dict[str, str]:
+    """What to call each of `rooms` in chat: its name (made safe), plus its id where two names clash."""
+    rooms = list(dict.fromkeys(rooms))
+    shown = {r: format_safe(names.get(r, r)) for r in rooms}
+    counts: dict[str, int] = {}
+    for label in shown.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {
+        r: label if counts[label] == 1 else f"{label} ({format_safe(r)})"
+        for r, label in shown.items()
+    }
+
+
+def format_message(m: dict[str, Any], tag: str | None = None) -> str:
+    """`HH:MM:SS <user> body` (`HH:MM:SS [tag] <user> body` with a room tag, already safe).
+
+    Each further line of the body is indented under it.
+    """
+    room = f"[{tag}] " if tag is not None else ""
     body = format_safe(m.get("body"), indent=CONTINUATION)
     return f"{local_time(m.get('ts', ''))} {room}<{format_safe(m.get('user'))}> {body}"
 
 
-def format_event(frame: dict[str, Any], show_room: bool = False) -> str | None:
-    """One line for a notice frame, or None for frames a person need not see."""
+def format_event(
+    frame: dict[str, Any], tag: str | None = None, name: str | None = None
+) -> str | None:
+    """One line for a notice frame, or None for frames a person need not see.
+
+    `tag` (already safe) prefixes lines about one room when several are followed;
+    `name` (already safe) is what to call the frame's room, by default its id.
+    """
     kind = frame.get("type")
-    room = f"[{format_safe(frame.get('room'))}] " if show_room and frame.get("room") else ""
+    room = f"[{tag}] " if tag is not None and frame.get("room") else ""
     user = format_safe(frame.get("user"))
     if kind == "message":
-        return format_message(frame, show_room)
+        return format_message(frame, tag)
     if kind == "member_joined":
         return f"-- {room}{user} joined"
     if kind == "member_left":
@@ -133,13 +196,12 @@ def format_event(frame: dict[str, Any], show_room: bool = False) -> str | None:
     if kind == "presence":
         return f"-- {user} is {format_safe(frame.get('status'))}"
     if kind == "room_deleted":
-        return f"-- room {format_safe(frame.get('room'))} was deleted"
-    if kind == "typing":
-        return None
+        return f"-- room {name if name is not None else format_safe(frame.get('room'))} was deleted"
     return None
 
 
 def format_room(r: dict[str, Any]) -> str:
+    """One room on one line, as `rooms show` and `rooms join` print it."""
     flags = " private" if r.get("private") else ""
     count = r.get("member_count")
     members = (
@@ -148,20 +210,62 @@ def format_room(r: dict[str, Any]) -> str:
         else ""
     )
     online = f", {format_safe(r['online_count'])} online" if "online_count" in r else ""
+    unread = f", {format_safe(r['unread'])} unread" if r.get("member") and "unread" in r else ""
     return (
         f"{format_safe(r['id'])}  {format_safe(r['name'])}"
-        f"  (owner {format_safe(r['owner'])}{flags}{members}{online})"
+        f"  (owner {format_safe(r['owner'])}{flags}{members}{online}{unread})"
     )
 
 
-def format_user(u: dict[str, Any]) -> str:
+def format_rooms(rooms: list[dict[str, Any]]) -> str:
+    """The room list as columns; `*` marks the rooms you are a member of, with their unread count."""
+    rows = []
+    for r in rooms:
+        count = r.get("member_count")
+        unread = r.get("unread") if r.get("member") else None
+        rows.append(
+            [
+                format_safe(r.get("id")),
+                format_safe(r.get("name")),
+                format_safe(r.get("owner")),
+                f"{format_safe(count)}/{format_safe(r.get('capacity'))}"
+                if count is not None
+                else "",
+                "private" if r.get("private") else "public",
+                format_safe(unread) if unread is not None else "",
+            ]
+        )
+    header = ["ID", "NAME", "OWNER", "MEMBERS", "ACCESS", "UNREAD"]
+    lines = format_table(header, rows, right=[5]).split("\n")
+    marks = [" ", *("*" if r.get("member") else " " for r in rooms)]
+    return "\n".join(f"{mark} {line}" for mark, line in zip(marks, lines, strict=True))
+
+
+def _last_seen(u: dict[str, Any], now: datetime) -> str:
     seen = u.get("last_seen")
-    when = f", last seen {local_time(seen)}" if seen and u.get("status") != "online" else ""
+    return local_when(seen, now) if seen and u.get("status") != "online" else ""
+
+
+def format_user(u: dict[str, Any], now: datetime) -> str:
+    """One user on one line, as `status` prints it; the date shows when last seen before today."""
+    seen = _last_seen(u, now)
+    when = f", last seen {seen}" if seen else ""
     return f"{format_safe(u['username'])}  {format_safe(u['status'])}{when}"
 
 
-def format_member(m: dict[str, Any]) -> str:
-    return f"{format_safe(m['username'])}  {format_safe(m['status'])}"
+def format_users(users: list[dict[str, Any]], now: datetime) -> str:
+    """Everyone as columns: name, status and (when offline) when last seen."""
+    rows = [
+        [format_safe(u.get("username")), format_safe(u.get("status")), _last_seen(u, now)]
+        for u in users
+    ]
+    return format_table(["USER", "STATUS", "LAST SEEN"], rows)
+
+
+def format_members(members: list[dict[str, Any]]) -> str:
+    """A room's members as columns: name and status."""
+    rows = [[format_safe(m.get("username")), format_safe(m.get("status"))] for m in members]
+    return format_table(["USER", "STATUS"], rows)
 
 
 def format_error(code: str, message: str, room: str | None = None, user: str | None = None) -> str:

@@ -7,6 +7,7 @@ XDG_CONFIG_HOME under tmp_path, so no test ever touches the real ~/.config.
 
 from __future__ import annotations
 
+import re
 import socket
 import stat
 import sys
@@ -28,12 +29,14 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 def test_register_and_login_with_password_stdin_as_subprocesses(
     server: ServerProcess, terminal: Callable[..., Term]
 ) -> None:
-    """`register` and `login --password-stdin` run as real processes save a 0600 token that whoami uses."""
+    """`register` logs you in; it and `login --password-stdin`, as real processes, save a 0600 token."""
     term = terminal(name="scripted")
     name = unique_name("scripted")
     reg = term.run("register", name, "--password-stdin", input=PASSWORD + "\n")
-    assert ok(reg) == [f"registered {name}; now run: greenroom login {name}"]
-    assert term.files() == []
+    assert ok(reg) == [f"registered {name}; logged in on {server.url}"]
+    (token_file,) = term.files()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert ok(term.run("whoami")) == [f"{name} on {server.url}"]
 
     login = term.run("login", name, "--password-stdin", input=PASSWORD + "\n")
     assert ok(login) == [f"logged in as {name} on {server.url}"]
@@ -50,16 +53,27 @@ def test_register_and_login_with_password_stdin_as_subprocesses(
 def test_prompted_register_and_login_do_not_echo_the_password(
     server: ServerProcess, terminal: Callable[..., Term]
 ) -> None:
-    """`register` and `login` ask for the password at a prompt (twice to register) without echoing it."""
+    """`register` and `login` ask for the password without echo; register checks its length before confirming."""
     term = terminal(name="typist")
     name = unique_name("typist")
     typed = "typed-secret-4711"
 
-    reg = term("register", name, input=f"{typed}\n{typed}\n")
+    # A too-short password is refused at once, before the confirming prompt, and asked again.
+    reg = term("register", name, input=f"short\n{typed}\n{typed}\n")
     lines = ok(reg)
-    assert "Password:" in reg.stdout and "Repeat for confirmation:" in reg.stdout
-    assert lines[-1] == f"registered {name}; now run: greenroom login {name}"
+    prompts = re.findall(r"Password:|Repeat for confirmation:|Error: [^\n]*", reg.stdout)
+    assert prompts == [
+        "Password:",
+        "Error: a password is 8 to 1024 characters",
+        "Password:",
+        "Repeat for confirmation:",
+    ], reg
+    assert lines[-1] == f"registered {name}; logged in on {server.url}"
     assert typed not in reg.stdout
+    assert ok(term("whoami")) == [f"{name} on {server.url}"]  # no separate login needed
+    too_long = term("register", unique_name("long"), input="x" * 1025 + "\n")
+    assert "Error: a password is 8 to 1024 characters" in too_long.stdout
+    assert "Repeat for confirmation" not in too_long.stdout
 
     login = term("login", name, input=f"{typed}\n")
     lines = ok(login)
@@ -195,7 +209,7 @@ def test_logout_after_the_session_ended_still_cleans_up(
 def test_server_option_beats_environment(
     server: ServerProcess, alice: User, terminal: Callable[..., Term]
 ) -> None:
-    """--server wins over GREENROOM_SERVER, which is used when there is no --server."""
+    """--server, before or after the command, wins over GREENROOM_SERVER (used when there is none)."""
     dead = closed_port_url()
     term = terminal(name="precedence")
     stdin = PASSWORD + "\n"
@@ -224,6 +238,19 @@ def test_server_option_beats_environment(
         GREENROOM_SERVER=server.url,
     )
     assert error_line(out) == f"greenroom: cannot reach the server at {dead}"
+
+    # After the command (or a group) too, where it wins over one given before it.
+    for args in (
+        ["whoami", "--server", server.url],
+        ["--server", dead, "whoami", "--server", server.url],
+    ):
+        assert ok(term(*args, GREENROOM_SERVER=dead)) == [f"{alice.name} on {server.url}"], args
+    created = json_one(term("rooms", "create", "after", "--server", server.url, "--json"))
+    listed = ok(term("rooms", "--server", server.url, GREENROOM_SERVER=dead))
+    assert any(line.split()[:2] == ["*", created["id"]] for line in listed), listed
+    out = term("register", "y" + alice.name, "--server", dead, "--password-stdin", input=stdin)
+    assert error_line(out) == f"greenroom: cannot reach the server at {dead}"
+    assert "ftp://x" in usage_error_line(term("whoami", "--server", "ftp://x"))
 
 
 def test_default_server_is_local_port_8000(terminal: Callable[..., Term]) -> None:

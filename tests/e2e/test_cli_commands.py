@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from tests.support import PASSWORD, Api, ServerProcess, User, unique_name
-from tests.support.cli import ROOM_FIELDS, Term, command_paths, json_lines, ok, usage_error_line
+from tests.support.cli import (
+    ROOM_FIELDS,
+    Term,
+    command_paths,
+    json_lines,
+    json_one,
+    ok,
+    usage_error_line,
+)
 
 # Every command and subcommand, as the words typed after `greenroom`.
 COMMAND_PATHS = [
@@ -116,6 +124,10 @@ def test_json_on_every_command_that_prints_a_result(
     assert {m["username"] for m in listed["members"]} == {alice.name, bob.name}
     (listed,) = js(bob_term, "users")
     assert bob.name in {u["username"] for u in listed["users"]}
+    # --json before the command, or on the group before its subcommand, works the same.
+    assert json_one(bob_term("--json", "users")) == listed
+    assert json_one(bob_term("--json", "rooms", "show", rid))["id"] == rid
+    assert json_one(bob_term("rooms", "--json", "show", rid))["id"] == rid
     (st,) = js(bob_term, "status", alice.name)
     assert st["username"] == alice.name and "last_seen" in st
 

@@ -128,10 +128,10 @@ def test_interactive_chat_shows_a_hostile_message_inert(
     child = term(api.server, alice).spawn_chat(room)
     child.logfile_read = io.StringIO()  # every character the terminal was sent
     try:
-        child.expect_exact(f"[{room}] >")
+        child.expect_exact("[tty] >")
         post(api, mallory, room, HOSTILE)
         child.expect_exact(FORGED)
-        child.expect_exact(f"[{room}] >")  # the prompt redrawn after the message
+        child.expect_exact("[tty] >")  # the prompt redrawn after the message
         child.sendline("/quit")
         child.expect(pexpect.EOF)
     finally:
@@ -197,7 +197,7 @@ def test_history_and_rooms_show_hostile_names_and_bodies_inert(
     assert FORGED in history and f"<{mallory.name}> {SHOWN}" in history
     name_shown = SHOWN + "^J" + FORGED  # a name stays on one line: its break is shown
     assert f"({name_shown})" in joined
-    assert f"{room}  {name_shown}  (owner {mallory.name}" in listed
+    assert f"* {room}  {name_shown}  {mallory.name}  2/" in listed  # the longest name: 2 spaces
     assert shown.startswith(f"{room}  {name_shown}  (owner")
     for out in (t.ok("rooms", "--json"), t.ok("history", room, "--json")):
         assert "\x1b" not in out and "\u202e" not in out
@@ -221,12 +221,12 @@ def test_lists_follow_every_page_of_the_server(
 
     t = term(srv, owner)
     names = sorted([owner.name, *(u.name for u in others)])
-    listed = [line.split()[0] for line in t.ok("rooms").splitlines()]
+    listed = [line.split()[1] for line in t.ok("rooms").splitlines()[1:]]  # after the `*`
     assert sorted(listed) == sorted(rooms)
     assert sorted(r["id"] for r in json.loads(t.ok("rooms", "--json"))["rooms"]) == sorted(rooms)
-    assert sorted(line.split()[0] for line in t.ok("users").splitlines()) == names
+    assert sorted(line.split()[0] for line in t.ok("users").splitlines()[1:]) == names
     assert sorted(u["username"] for u in json.loads(t.ok("users", "--json"))["users"]) == names
-    assert sorted(line.split()[0] for line in t.ok("members", rooms[0]).splitlines()) == names
+    assert sorted(line.split()[0] for line in t.ok("members", rooms[0]).splitlines()[1:]) == names
     got = json.loads(t.ok("members", rooms[0], "--json"))["members"]
     assert sorted(m["username"] for m in got) == names
 
@@ -308,7 +308,7 @@ def test_users_and_members_from_a_hostile_server_are_inert(
     for args in (["users"], ["members", "r1"]):
         out = t.ok(*args)
         assert_inert(out)
-        assert [line.split()[0] for line in out.splitlines()] == [
+        assert [line.split()[0] for line in out.splitlines()[1:]] == [
             f"u{i}^[]0;pwned^G" for i in range(5)
         ]
         assert f"on<U+202E>line^J{FORGED}" in out

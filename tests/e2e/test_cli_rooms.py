@@ -13,7 +13,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support import Api, ServerProcess, User, unique_name
-from tests.support.cli import ROOM_FIELDS, Term, error_line, json_one, ok, usage_error_line
+from tests.support.cli import (
+    MEMBERS_HEADER,
+    ROOM_FIELDS,
+    ROOMS_HEADER,
+    USERS_HEADER,
+    Term,
+    error_line,
+    json_one,
+    ok,
+    table,
+    usage_error_line,
+)
 
 ROOM_ID = re.compile(r"[a-z0-9]{10}")
 CLOCK = r"\d\d:\d\d:\d\d"
@@ -55,23 +66,48 @@ def test_rooms_create_refused_by_the_server_is_one_line(alice_term: Term) -> Non
     assert line.startswith("greenroom: ") and "name" in line
 
 
+def rooms_of(term: Term) -> dict[str, dict[str, str]]:
+    """`greenroom rooms` as aligned columns: room id -> its row."""
+    rows = table(ok(term("rooms")), ROOMS_HEADER, marked=True, right=("UNREAD",))
+    return {row["ID"]: row for row in rows}
+
+
 def test_rooms_lists_the_rooms_you_can_see(
     api: Api, alice: User, bob: User, alice_term: Term, bob_term: Term
 ) -> None:
-    """`rooms` lists public rooms and your private ones, one line per room (--json: one document)."""
+    """`rooms` lists public rooms and your private ones in aligned columns, `*` and unread counts
+    on yours (--json: one document)."""
     public = api.create_room(alice, "lobby")["id"]
     private = api.create_room(alice, "hideout", private=True)["id"]
 
-    alice_lines = {line.split()[0]: line for line in ok(alice_term("rooms"))}
-    assert f"lobby  (owner {alice.name} 1/" in alice_lines[public]
-    assert "hideout" in alice_lines[private] and "private" in alice_lines[private]
-    bob_ids = {line.split()[0] for line in ok(bob_term("rooms"))}
-    assert public in bob_ids and private not in bob_ids
+    mine = rooms_of(alice_term)
+    assert mine[public] == {
+        "mark": "*",
+        "ID": public,
+        "NAME": "lobby",
+        "OWNER": alice.name,
+        "MEMBERS": "1/10000",
+        "ACCESS": "public",
+        "UNREAD": "0",
+    }
+    assert (mine[private]["NAME"], mine[private]["ACCESS"]) == ("hideout", "private")
+    theirs = rooms_of(bob_term)
+    assert private not in theirs
+    assert (theirs[public]["mark"], theirs[public]["UNREAD"]) == (" ", "")
+
+    # Bob joins; two messages from alice are unread for him, his own one is not.
+    assert bob.join(public).status_code == 200
+    for body in ("one", "two"):
+        assert alice_term("send", public, body).status == 0
+    assert bob_term("send", public, "mine").status == 0
+    theirs = rooms_of(bob_term)
+    assert (theirs[public]["mark"], theirs[public]["UNREAD"]) == ("*", "2")
+    assert rooms_of(alice_term)[public]["UNREAD"] == "1"
 
     listed = {r["id"]: r for r in json_one(bob_term("rooms", "--json"))["rooms"]}
     assert private not in listed
-    assert (listed[public]["name"], listed[public]["member_count"]) == ("lobby", 1)
-    assert listed[public]["member"] is False
+    assert (listed[public]["name"], listed[public]["member_count"]) == ("lobby", 2)
+    assert listed[public]["member"] is True and listed[public]["unread"] == 2
 
 
 def test_rooms_show_and_its_errors(api: Api, alice: User, alice_term: Term, bob_term: Term) -> None:
@@ -160,8 +196,11 @@ def test_members_lists_the_room_with_status(
     """`members` prints each member with their status; a non-member is refused in one line."""
     room = api.create_room(alice, "lobby")["id"]
     assert bob.join(room).status_code == 200
-    lines = ok(alice_term("members", room))
-    assert sorted(lines) == sorted([f"{alice.name}  offline", f"{bob.name}  offline"])
+    rows = table(ok(alice_term("members", room)), MEMBERS_HEADER)
+    assert sorted(rows, key=lambda r: r["USER"]) == sorted(
+        [{"USER": alice.name, "STATUS": "offline"}, {"USER": bob.name, "STATUS": "offline"}],
+        key=lambda r: r["USER"],
+    )
     listed = json_one(alice_term("members", room, "--json"))["members"]
     got = {m["username"]: m["status"] for m in listed}
     assert got == {alice.name: "offline", bob.name: "offline"}
@@ -181,9 +220,10 @@ def test_users_and_status(api: Api, alice: User, bob: User, alice_term: Term) ->
     never = unique_name("never")
     assert api.register(never).status_code == 201
 
-    lines = ok(alice_term("users"))
-    assert f"{never}  offline" in lines
-    assert any(re.fullmatch(rf"{bob.name}  offline, last seen {CLOCK}", line) for line in lines)
+    rows = {row["USER"]: row for row in table(ok(alice_term("users")), USERS_HEADER)}
+    assert rows[never] == {"USER": never, "STATUS": "offline", "LAST SEEN": ""}
+    assert rows[bob.name]["STATUS"] == "offline"
+    assert re.fullmatch(CLOCK, rows[bob.name]["LAST SEEN"])  # today: the time alone
     everyone = {u["username"]: u for u in json_one(alice_term("users", "--json"))["users"]}
     assert everyone[never]["last_seen"] is None
     assert everyone[bob.name]["status"] == "offline" and everyone[bob.name]["last_seen"]

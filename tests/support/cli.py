@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -157,6 +158,45 @@ def json_one(out: Outcome) -> dict[str, Any]:
     objs = json_lines(out)
     assert len(objs) == 1, out
     return objs[0]
+
+
+ROOMS_HEADER = ["ID", "NAME", "OWNER", "MEMBERS", "ACCESS", "UNREAD"]
+USERS_HEADER = ["USER", "STATUS", "LAST SEEN"]
+MEMBERS_HEADER = ["USER", "STATUS"]
+
+
+def table(
+    lines: list[str], header: list[str], marked: bool = False, right: tuple[str, ...] = ()
+) -> list[dict[str, str]]:
+    """The rows of an aligned table of ASCII cells, checking that each cell is in its column.
+
+    A cell starts where its column's title does (ends where it does, for the `right`
+    columns); only trailing cells may be empty. With `marked`, each line starts with a
+    one-character mark (`*` or a space) and a space, returned as the row's "mark".
+    """
+    skip = 2 if marked else 0
+    head = lines[0]
+    assert re.split(r" {2,}", head.strip()) == header, lines
+    starts = [head.index(title) for title in header]
+    out = []
+    for row in lines[1:]:
+        cells = re.split(r" {2,}", row[skip:].strip())
+        got = {"mark": row[0]} if marked else {}
+        pos = skip
+        for title, cell in zip(header, cells, strict=False):
+            at = row.index(cell, pos)
+            if title in right:
+                at_end = at + len(cell) == head.index(title) + len(title)
+                assert at_end, f"{cell!r} not under {title}:\n" + "\n".join(lines)
+            else:
+                at_start = at == starts[header.index(title)]
+                assert at_start, f"{cell!r} not under {title}:\n" + "\n".join(lines)
+            got[title] = cell
+            pos = at + len(cell)
+        for title in header[len(cells) :]:
+            got[title] = ""
+        out.append(got)
+    return out
 
 
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:

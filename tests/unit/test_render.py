@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,11 +14,16 @@ from client.render import (
     format_error,
     format_event,
     format_lines,
-    format_member,
+    format_members,
     format_message,
     format_room,
+    format_rooms,
     format_safe,
     format_user,
+    format_users,
+    local_when,
+    room_labels,
+    text_width,
     wrap_lines,
 )
 
@@ -90,8 +96,11 @@ def test_one_line_fields_show_line_breaks_visibly() -> None:
     assert format_safe("a\r\nb\u2028c\x85d") == "a^M^Jb<U+2028>c<U+0085>d"
     room = {"id": "r1", "name": "x\n09:00:00 <admin> hi", "owner": "eve\x1b[2J"}
     assert format_room(room) == "r1  x^J09:00:00 <admin> hi  (owner eve^[[2J)"
-    assert format_user({"username": "a\u202eb", "status": "online"}) == "a<U+202E>b  online"
-    assert format_member({"username": "m", "status": "on\x1b[5mline"}) == "m  on^[[5mline"
+    now = datetime.now().astimezone()
+    assert format_user({"username": "a\u202eb", "status": "online"}, now) == "a<U+202E>b  online"
+    assert format_members([{"username": "m", "status": "on\x1b[5mline"}]).splitlines()[1] == (
+        "m     on^[[5mline"
+    )
 
 
 def test_notices_and_errors_are_made_safe() -> None:
@@ -102,7 +111,7 @@ def test_notices_and_errors_are_made_safe() -> None:
         {"type": "room_deleted", "room": "\u202er"},
         {"type": "message", "room": "r", "user": "u", "body": HOSTILE, "ts": TS},
     ):
-        shown = format_event(frame, show_room=True)
+        shown = format_event(frame, tag="t")
         assert shown is not None and not RAW.search(shown.replace("\n" + CONTINUATION, ""))
     err = format_error("weird", "Bad\x1b]0;x\x07 thing\n09:00:00 <admin> ok.")
     assert err == "bad^[]0;x^G thing^J09:00:00 <admin> ok"
@@ -138,3 +147,103 @@ def test_wrap_lines_never_lets_the_terminal_wrap_to_column_0() -> None:
     wide = lines_of(wrap_lines("漢" * 50, 20))  # two columns each
     assert all(len(w.strip()) * 2 <= 19 for w in wide) and "".join(wide).count("漢") == 50
     assert wrap_lines("short\n    lines", 80) == "short\n    lines"
+
+
+# ---- columns, dates and room names ------------------------------------------------
+
+
+def test_lists_are_aligned_columns_counted_in_terminal_cells() -> None:
+    """`rooms`, `users` and `members` line up their columns, wide characters counting two cells."""
+    rooms = [
+        {
+            "id": "aaaa2",
+            "name": "漢字",
+            "owner": "eve",
+            "capacity": 5,
+            "private": True,
+            "member_count": 2,
+            "member": True,
+            "unread": 12,
+        },
+        {
+            "id": "bbbb3",
+            "name": "lobby-big",
+            "owner": "alice",
+            "capacity": 10000,
+            "private": False,
+            "member_count": 1,
+            "member": False,
+        },
+        {
+            "id": "cccc4",
+            "name": "x\x1b[2J",
+            "owner": "bob",
+            "capacity": 9,
+            "private": False,
+            "member_count": 1,
+            "member": True,
+            "unread": 0,
+        },
+    ]
+    lines = format_rooms(rooms).splitlines()
+    assert lines == [
+        "  ID     NAME       OWNER  MEMBERS  ACCESS   UNREAD",
+        "* aaaa2  漢字       eve    2/5      private      12",
+        "  bbbb3  lobby-big  alice  1/10000  public",
+        "* cccc4  x^[[2J     bob    1/9      public        0",
+    ]
+    # Every column starts at the same terminal cell on every line.
+    starts = {
+        text_width(line[: line.index(cell)])
+        for line, cell in zip(lines, ["NAME", "漢字", "lobby-big", "x^[[2J"], strict=True)
+    }
+    assert len(starts) == 1
+
+    users = [
+        {"username": "ünïcode", "status": "online", "last_seen": None},
+        {"username": "bo", "status": "offline", "last_seen": None},
+    ]
+    now = datetime.now().astimezone()
+    assert format_users(users, now).splitlines() == [
+        "USER     STATUS   LAST SEEN",
+        "ünïcode  online",
+        "bo       offline",
+    ]
+
+
+def test_last_seen_shows_the_date_unless_it_is_today() -> None:
+    """A time from today is HH:MM:SS; from another day it carries its local date."""
+    now = datetime.now().astimezone().replace(hour=12, minute=0, second=0, microsecond=0)
+    today = now.replace(hour=9, minute=30, second=5)
+    earlier = now - timedelta(days=3)
+    utc = "%Y-%m-%dT%H:%M:%S.000Z"
+    today_ts = today.astimezone(UTC).strftime(utc)
+    earlier_ts = earlier.astimezone(UTC).strftime(utc)
+    assert local_when(today_ts, now) == "09:30:05"
+    assert local_when(earlier_ts, now) == earlier.strftime("%Y-%m-%d 12:00:00")
+    user = {"username": "bob", "status": "offline", "last_seen": earlier_ts}
+    assert (
+        format_user(user, now) == f"bob  offline, last seen {earlier.strftime('%Y-%m-%d')} 12:00:00"
+    )
+    assert format_users([user], now).splitlines()[1].endswith(earlier.strftime("%Y-%m-%d 12:00:00"))
+    assert local_when("nonsense", now) == "--:--:--"
+
+
+def test_rooms_are_called_by_name_with_the_id_only_where_names_clash() -> None:
+    """Chat tags lines with room names; two followed rooms of the same name also show their ids."""
+    names = {"r1": "lobby", "r2": "lobby", "r3": "dev\x1b[2J", "r4": "lobby"}
+    assert room_labels(names, ["r1", "r3"]) == {"r1": "lobby", "r3": "dev^[[2J"}
+    assert room_labels(names, ["r1", "r2", "r3"]) == {
+        "r1": "lobby (r1)",
+        "r2": "lobby (r2)",
+        "r3": "dev^[[2J",
+    }
+    assert room_labels({}, ["zz9"]) == {"zz9": "zz9"}  # a room whose name is unknown
+    frame = {"type": "message", "room": "r1", "user": "u", "body": "hi", "ts": TS}
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d \[lobby \(r1\)\] <u> hi", format_event(frame, tag="lobby (r1)") or ""
+    )
+    assert (
+        format_event({"type": "room_deleted", "room": "r1"}, name="lobby")
+        == "-- room lobby was deleted"
+    )
