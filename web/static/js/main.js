@@ -354,7 +354,10 @@ function renderMessage(msg) {
       el("span", { class: "author" }, msg.user),
       " ",
       time,
-      mine ? el("span", { class: "status" }, awaiting ? "sending…" : "sent") : null,
+      mine && awaiting ? el("span", { class: "status" }, "sending…") : null,
+      mine && !awaiting
+        ? el("span", { class: "status", title: "sent" }, "✓", el("span", { class: "visually-hidden" }, " sent"))
+        : null,
     ),
     el("div", { class: "body" }, bodyNodes(msg.body, state.me)),
   );
@@ -576,7 +579,8 @@ function onMessage(room, f) {
   const mine = f.user === state.me;
   if (mine && f.client_msg_id && state.outbox.delete(f.client_msg_id)) room.awaitingAck.add(f.client_msg_id);
   if (!mine) {
-    room.countUnread(f, state.me);
+    // Seen as it arrives: the read marker follows at once, so do not count it meanwhile.
+    if (!looking) room.countUnread(f, state.me);
     const typers = state.typing.get(room.id);
     if (typers && typers.has(f.user)) {
       clearTimeout(typers.get(f.user));
