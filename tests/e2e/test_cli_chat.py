@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.support import Api, ServerProcess, free_port, wait_for
+from tests.support import WS, Api, ServerProcess, free_port, wait_for
 from tests.support.terminal import (
     TIME,
     WAIT_S,
@@ -28,6 +32,8 @@ from tests.support.terminal import (
 )
 
 LOST = "-- connection lost: reconnecting; lines you type meanwhile are queued"
+# Tests of the client alone: one storage backend is enough.
+sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -190,10 +196,12 @@ def test_restarted_chat_prints_only_what_arrived_meanwhile(api: Api, clients: Cl
     assert [m.split("> ", 1)[1] for m in msgs[2:]] == [*away, "live again"]
 
 
+@sqlite_only
 def test_line_typed_while_server_is_down_is_stored_once(
     make_server: Callable[..., ServerProcess], clients: Clients
 ) -> None:
-    """A line piped in while the server is down is queued, then stored exactly once with its own client_msg_id."""
+    """An outage is one line when it starts and one when it ends, however many attempts it takes;
+    a line piped in meanwhile is marked as queued, then stored exactly once with its own client_msg_id."""
     srv = make_server(PORT=str(free_port()))
     api = Api(srv)
     alice = api.new_user("alice")
@@ -206,6 +214,13 @@ def test_line_typed_while_server_is_down_is_stored_once(
 
     srv.kill()
     c.err.wait_for(LOST)
+    # Two more attempts fail while it is down (a listener resets them): still that one line.
+    with socket.create_server(("127.0.0.1", srv.port)) as listener:
+        listener.settimeout(WAIT_S)
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
     c.say("typed while the server is down")
     queued = wait_for(
         lambda: [p for p in cli.pending_on_disk() if p["body"] == "typed while the server is down"]
@@ -215,6 +230,11 @@ def test_line_typed_while_server_is_down_is_stored_once(
     c.out.wait_for(rf"{TIME} <{alice.name}> typed while the server is down")
     c.end_input()
     assert c.wait() == 0, c.err.snapshot()
+    assert c.err.snapshot() == [
+        LOST,
+        "-- queued until the connection is back: typed while the server is down",
+        "-- reconnected",
+    ]
 
     msgs = stored(Api(srv), alice, room)
     assert [m["body"] for m in msgs] == ["before the outage", "typed while the server is down"]
@@ -318,3 +338,100 @@ def test_interactive_chat_keeps_the_half_typed_line_intact(api: Api, clients: Cl
         child.expect(pexpect.EOF, timeout=WAIT_S)
         child.close()
         assert child.exitstatus == 0
+
+
+@sqlite_only
+def test_interactive_chat_names_rooms_and_keeps_running_after_leaving_the_last(
+    api: Api, clients: Clients
+) -> None:
+    """Rooms go by name (with the id only on a clash); /leave of the last room keeps chat running."""
+    alice, bob = api.new_user("alice"), api.new_user("bob")
+    first = api.create_room(bob, "lobby")["id"]
+    second = api.create_room(bob, "lobby")["id"]
+    child = clients.login(api.server, alice).spawn_chat(first)
+    term = Terminal(child)
+    term.wait(lambda s: s and s[-1] == "[lobby] >", "the prompt, with the room's name")
+
+    # A second room of the same name: both are told apart by their ids.
+    child.send(f"/join {second}\r")
+    term.wait(lambda s: s[-1] == f"[lobby ({second})] >", "the prompt with the id")
+    post(api, bob, first, "in the first")
+    term.wait(
+        lambda s: any(
+            re.fullmatch(rf"{TIME} \[lobby \({first}\)\] <{bob.name}> in the first", x) for x in s
+        ),
+        "the message tagged with its room",
+    )
+
+    child.send("/leave\r")
+    term.wait(lambda s: f"-- left room lobby ({second}): you are no longer a member" in s, "/leave")
+    term.wait(lambda s: s[-1] == "[lobby] >", "back in the only room left, by name alone")
+    child.send("/leave\r")
+    term.wait(lambda s: s[-1] == ">", "a prompt in no room")
+    term.wait(
+        lambda s: any(x.startswith("-- you are in no room now: /join ID") for x in s), "the hint"
+    )
+    assert child.isalive(), "chat keeps running after leaving its last room"
+    child.send("stray line\r")
+    term.wait(lambda s: "-- not sent: stray line" in s, "the line refused while in no room")
+    member_of = {
+        r["id"] for r in api.list_all("/api/rooms", alice.token, "rooms") if r.get("member")
+    }
+    assert first not in member_of and second not in member_of
+
+    child.send(f"/join {first}\r")
+    term.wait(lambda s: s[-1] == "[lobby] >", "joined again")
+    child.send("/quit\r")
+    child.expect(pexpect.EOF, timeout=WAIT_S)
+    child.close()
+    assert child.exitstatus == 0
+    assert [m["body"] for m in stored(api, bob, first)] == ["in the first"]
+
+
+def read_frames_until(ws: WS, room: str, seq: int) -> list[int]:
+    """The markers of the `read` frames for `room` one connection hears, up to the one at `seq`."""
+    deadline = time.monotonic() + WAIT_S
+    markers: list[int] = []
+    while not markers or markers[-1] < seq:
+        frame = ws.recv(max(0.01, deadline - time.monotonic()))
+        if frame["type"] == "read" and frame["room"] == room:
+            markers.append(frame["last_read_seq"])
+    return markers
+
+
+@sqlite_only
+def test_chat_marks_what_it_printed_as_read(api: Api, clients: Clients) -> None:
+    """chat marks printed messages read, at most one `read` frame a second for a burst, the rest at exit."""
+    alice, bob = api.new_user("alice"), api.new_user("bob")
+    room = api.create_room(bob, "marks")["id"]
+    assert alice.join(room).status_code == 200
+    for i in range(3):
+        post(api, bob, room, f"before {i}")
+    cli = clients.login(api.server, alice)
+    with alice.ws() as watcher:  # alice's other connection hears every move of her marker
+        c = cli.chat(room)
+        c.out.wait_for(rf"{TIME} <{bob.name}> before 2")
+        assert read_frames_until(watcher, room, 3) == [3]  # the history: one frame
+
+        started = time.monotonic()
+        for i in range(10):
+            post(api, bob, room, f"burst {i}")
+        c.out.wait_for(rf"{TIME} <{bob.name}> burst 9")
+        markers = read_frames_until(watcher, room, 13)
+        # One frame at once, then one per second at most: not one per message.
+        assert len(markers) <= 2 + (time.monotonic() - started), markers
+
+        # Printed right after a frame went out, this one is marked when chat ends.
+        post(api, bob, room, "last")
+        c.out.wait_for(rf"{TIME} <{bob.name}> last")
+        c.end_input()
+        assert c.wait() == 0, c.err.snapshot()
+        assert read_frames_until(watcher, room, 14)[-1] == 14
+
+    (mine,) = [r for r in api.list_all("/api/rooms", alice.token, "rooms") if r["id"] == room]
+    assert (mine["last_read_seq"], mine["unread"]) == (14, 0)
+    out = subprocess.run(
+        cli.argv("rooms"), env=cli.env, capture_output=True, text=True, timeout=WAIT_S
+    )
+    (row,) = [line for line in out.stdout.splitlines() if room in line]
+    assert row.startswith(f"* {room}") and row.endswith("  0"), out.stdout

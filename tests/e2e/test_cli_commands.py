@@ -7,6 +7,8 @@ XDG_CONFIG_HOME under tmp_path, so no test ever touches the real ~/.config.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import PASSWORD, Api, ServerProcess, User, unique_name
+from tests.support import PASSWORD, ROOT, Api, ServerProcess, User, unique_name
 from tests.support.cli import (
     ROOM_FIELDS,
     Term,
@@ -176,3 +178,31 @@ def test_help_from_the_installed_command_and_python_m(tmp_path: Path) -> None:
         out = term.run("rooms", "create", "--help", program=program)
         assert ok(out)[0].startswith("Usage: greenroom rooms create"), out
         assert "Examples:" in out.stdout
+
+
+# ---- shell completion -----------------------------------------------------------
+
+
+def test_shell_completion_as_the_readme_sets_it_up(tmp_path: Path) -> None:
+    """The README's bash line for completion, run in bash, completes commands and options."""
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if "_GREENROOM_COMPLETE=bash_source" in x]
+    setup = line.split("#")[0].strip()
+    assert setup == 'eval "$(_GREENROOM_COMPLETE=bash_source greenroom)"'
+    for shell in ("zsh_source", "fish_source"):
+        assert f"_GREENROOM_COMPLETE={shell} greenroom" in readme, shell
+
+    def complete(*words: str) -> list[str]:
+        script = (
+            f"{setup}\nCOMP_WORDS=({' '.join(words)}); COMP_CWORD={len(words) - 1}\n"
+            '_greenroom_completion greenroom; printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        done = subprocess.run(
+            ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("greenroom", "rooms", "cr") == ["create"]
+    assert complete("greenroom", "users", "--se") == ["--server"]
