@@ -103,6 +103,8 @@ def test_rooms_lists_the_rooms_you_can_see(
     theirs = rooms_of(bob_term)
     assert (theirs[public]["mark"], theirs[public]["UNREAD"]) == ("*", "2")
     assert rooms_of(alice_term)[public]["UNREAD"] == "1"
+    (shown,) = ok(bob_term("rooms", "show", public))
+    assert shown.endswith(", 2 unread)"), shown
 
     listed = {r["id"]: r for r in json_one(bob_term("rooms", "--json"))["rooms"]}
     assert private not in listed
