@@ -7,7 +7,7 @@ from typing import Any
 import requests
 from playwright.sync_api import expect
 
-from tests.support import ServerProcess, unique_name
+from tests.support import PASSWORD, ServerProcess, unique_name
 from tests.support.browser import screenshot, seqs, sign_up, token_of
 
 expect.set_options(timeout=8000)
@@ -110,6 +110,7 @@ def test_two_people_chat_page_back_see_unread_and_log_out(
     expect(message(ann, "second line").locator(".body")).to_have_text("hi ann\nsecond line")
     expect(message(ben, "second line")).to_have_attribute("data-state", "sent")
     expect(ann.locator("#typing")).to_have_text("")
+    screenshot(ben, "chat")
 
     # Other people's markup and links stay text: no element is made of them and nothing runs.
     for body in XSS_BODIES:
@@ -141,7 +142,7 @@ def test_two_people_chat_page_back_see_unread_and_log_out(
 
     # Unread: ben joins a public room from the list, then looks at team while ann writes there.
     lounge = create_room(ann, "lounge")
-    ben.click("#public-refresh")
+    ben.click("#join-panel summary")  # opening it refreshes the list
     ben.click(f'#public-list li[data-room="{lounge}"] button')
     expect(ben.locator("#room-title")).to_have_text("lounge")
     room_link(ben, team).click()
@@ -186,10 +187,26 @@ def test_two_people_chat_page_back_see_unread_and_log_out(
     room_link(ann, team).click()
     ann.set_viewport_size({"width": 390, "height": 780})
     screenshot(ann, "phone")
+    ann.click("#back")
+    expect(room_link(ann, team)).to_be_visible()
+    screenshot(ann, "phone-rooms")
+    room_link(ann, team).click()
     ann.emulate_media(color_scheme="dark")
     ann.set_viewport_size({"width": 1200, "height": 800})
     screenshot(ann, "dark")
     ann.click("#logout")
     expect(ann.locator("#login-screen")).to_be_visible()
     assert ann.evaluate("sessionStorage.getItem('greenroom.token')") is None
+
+    # Logging in again, with the keyboard alone, brings the rooms and their history back.
+    expect(ann.locator("#login-username")).to_be_focused()
+    ann.keyboard.type(ann_name)
+    ann.keyboard.press("Tab")
+    ann.keyboard.type(PASSWORD)
+    ann.keyboard.press("Enter")
+    expect(room_link(ann, team)).to_be_visible()
+    room_link(ann, team).focus()
+    ann.keyboard.press("Enter")
+    expect(message(ann, "old message 249")).to_be_visible()
+    expect(ann.locator("#compose")).to_be_focused()
     assert ann.evaluate("window.__pwned") is None and ben.evaluate("window.__pwned") is None

@@ -65,6 +65,14 @@ function endSession(reason) {
   state.rooms.clear();
   state.outbox.clear();
   state.active = null;
+  state.presence.clear();
+  state.typing.clear();
+  // Nothing of this user stays in the page, not even hidden.
+  showRoom(null);
+  $("messages").replaceChildren();
+  $("pending").replaceChildren();
+  $("member-list").replaceChildren();
+  $("login-form").reset();
   showLogin(reason);
 }
 
@@ -244,6 +252,7 @@ async function joinRoom(id, form) {
   try {
     const info = await api.join(id);
     if (form) form.reset();
+    $("join-panel").open = false;
     await refreshRooms();
     openRoom(info.id);
   } catch (error) {

@@ -18,7 +18,9 @@ export class Timeline {
     this.start = 0;
     this.end = 0;
     this.loading = false;
+    this.stuck = true; // the reader is at the bottom: stay there when the size changes
     scroller.addEventListener("scroll", () => this.onScroll(), { passive: true });
+    new ResizeObserver(() => this.stuck && this.scrollToBottom()).observe(scroller);
     olderButton.addEventListener("click", () => this.older());
     jumpButton.addEventListener("click", () => this.toNewest());
   }
@@ -135,6 +137,7 @@ export class Timeline {
 
   scrollToBottom() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.stuck = true;
   }
 
   topOf(node) {
@@ -161,6 +164,7 @@ export class Timeline {
   }
 
   onScroll() {
+    this.stuck = this.nearBottom();
     if (!this.room) return;
     if (this.scroller.scrollTop < EDGE_PX && (this.start > 0 || this.room.hasOlder)) this.older();
     else if (this.nearBottomEdge() && this.end < this.room.msgs.length) this.newer();
