@@ -82,7 +82,8 @@ def test_two_people_chat_page_back_see_unread_and_log_out(
     ann.click("#invite-panel summary")
     ann.fill("#invite-name", ben_name)
     ann.click("#invite-form button[type=submit]")
-    expect(ann.locator("#invite-form .form-error")).to_contain_text("Invited")
+    expect(ann.locator("#toast")).to_contain_text(f"Invited {ben_name}")
+    expect(ann.locator("#invite-form")).to_be_hidden()
     ben.click("#join-panel summary")
     ben.fill("#join-id", team)
     ben.click("#join-form button[type=submit]")
@@ -120,6 +121,19 @@ def test_two_people_chat_page_back_see_unread_and_log_out(
         expect(message(ben, body).locator(".body")).to_have_text(body)
     assert ben.locator("#messages img, #messages a, #messages script, #messages b").count() == 0
     screenshot(ben, "room")
+
+    # A send the server refuses is marked not sent, with its reason; Retry sends the same
+    # client_msg_id again (refused again here), Discard drops it.
+    ann.eval_on_selector("#compose", "c => { c.value = 'x'.repeat(4001); }")
+    ann.press("#compose", "Enter")
+    failed = ann.locator("#pending li[data-state=failed]")
+    expect(failed).to_contain_text("4000 characters")
+    cmid = failed.get_attribute("data-cmid")
+    failed.locator("button.retry").click()
+    expect(ann.locator(f'#pending li[data-cmid="{cmid}"][data-state=failed]')).to_be_visible()
+    screenshot(ann, "failed-send")
+    failed.locator("button.discard").click()
+    expect(ann.locator("#pending li")).to_have_count(0)
 
     # History: 250 more messages arrive live; ben pages back to the first over REST, and
     # the page never holds more than the window of 200 message nodes.

@@ -387,6 +387,9 @@ function renderPending(entry) {
       entry.state === "failed"
         ? el("button", { type: "button", class: "link retry", onclick: () => retry(entry.id) }, "Retry")
         : null,
+      entry.state === "failed"
+        ? el("button", { type: "button", class: "link discard", onclick: () => discard(entry.id) }, "Discard")
+        : null,
     ),
     el("div", { class: "body" }, entry.body),
   );
@@ -479,6 +482,13 @@ function retry(id) {
   const entry = state.outbox.get(id);
   if (!entry) return;
   transmit(entry);
+  if (state.active && state.active.id === entry.room) timeline.renderOutbox(state.outbox.forRoom(entry.room));
+}
+
+function discard(id) {
+  const entry = state.outbox.get(id);
+  if (!entry) return;
+  state.outbox.delete(id);
   if (state.active && state.active.id === entry.room) timeline.renderOutbox(state.outbox.forRoom(entry.room));
 }
 
@@ -697,7 +707,9 @@ function bind() {
     try {
       await api.invite(room.id, name);
       $("invite-name").value = "";
-      formError(e.target, `Invited ${name}: they can now join with the ID ${room.id}.`);
+      formError(e.target, "");
+      $("invite-panel").open = false;
+      toast(`Invited ${name}: they can now join with the ID ${room.id}.`);
     } catch (error) {
       formError(e.target, error.message);
     }
@@ -729,6 +741,14 @@ function bind() {
   });
   $("compose").addEventListener("keydown", onComposeKey);
   $("compose").addEventListener("input", onComposeInput);
+  // Escape closes an open popover (the invite form) and gives focus back to its button.
+  document.addEventListener("keydown", (e) => {
+    const open = document.querySelector("details.inline[open]");
+    if (e.key === "Escape" && open) {
+      open.open = false;
+      open.querySelector("summary").focus();
+    }
+  });
   document.addEventListener("visibilitychange", markReadSoon);
   window.addEventListener("focus", markReadSoon);
 }
