@@ -16,6 +16,7 @@ from their own module:
 - terminal  `greenroom chat` as a piped subprocess or in a pseudo-terminal read into a screen
 - cluster   followers and senders that read and write one WebSocket each on a thread
 - delivery  pipelined sends with their acks and a ping as a barrier, for /ws delivery tests
+- browser   the web client in Debian's chromium (Playwright): console watch, sign-up, screenshots
 
 The names below are importable from `tests.support` itself.
 """
