@@ -197,6 +197,11 @@ function dropRoom(id, notice) {
 }
 
 function renderRooms() {
+  // The lists are rebuilt on every change: keep the keyboard focus on the same room.
+  const focused = document.activeElement;
+  const refocus = focused && focused.closest("#room-list, #public-list") ? focused.closest("[data-room]") : null;
+  const refocusId = refocus ? refocus.dataset.room : null;
+  const inPublic = !!(focused && focused.closest("#public-list"));
   const list = $("room-list");
   const rooms = [...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name));
   list.replaceChildren(
@@ -239,6 +244,11 @@ function renderRooms() {
     ),
   );
   if (!state.publicRooms.length) pub.append(el("li", { class: "muted" }, "No other public rooms."));
+  if (refocusId) {
+    const again = (inPublic ? pub : list).querySelector(`[data-room="${CSS.escape(refocusId)}"]`);
+    const target = again && (again.matches("button") ? again : again.querySelector("button"));
+    if (target) target.focus();
+  }
   document.title = totalUnread() ? `(${totalUnread()}) Greenroom` : "Greenroom";
 }
 
