@@ -12,6 +12,7 @@ const TOKEN_KEY = "greenroom.token";
 const TYPING_SEND_MS = 2000; // at most one typing frame per this, while typing
 const TYPING_SHOW_MS = 4000; // how long "x is typing" lasts without news
 const READ_DEBOUNCE_MS = 300;
+const ROOMS_REFRESH_MS = 30000; // at most this often when the tab comes back into view
 
 const state = {
   me: null,
@@ -759,8 +760,18 @@ function bind() {
       open.querySelector("summary").focus();
     }
   });
-  document.addEventListener("visibilitychange", markReadSoon);
-  window.addEventListener("focus", markReadSoon);
+  document.addEventListener("visibilitychange", onReturn);
+  window.addEventListener("focus", onReturn);
+}
+
+let lastRefresh = 0;
+
+/** Back to this tab: mark what is now seen, and pick up rooms joined or created elsewhere. */
+function onReturn() {
+  markReadSoon();
+  if (!state.me || document.visibilityState !== "visible" || Date.now() - lastRefresh < ROOMS_REFRESH_MS) return;
+  lastRefresh = Date.now();
+  refreshRooms();
 }
 
 async function boot() {
