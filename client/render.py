@@ -210,11 +210,16 @@ def format_room(r: dict[str, Any]) -> str:
         else ""
     )
     online = f", {format_safe(r['online_count'])} online" if "online_count" in r else ""
-    unread = f", {format_safe(r['unread'])} unread" if r.get("member") and "unread" in r else ""
+    unread = f", {format_unread(r['unread'])} unread" if r.get("member") and "unread" in r else ""
     return (
         f"{format_safe(r['id'])}  {format_safe(r['name'])}"
         f"  (owner {format_safe(r['owner'])}{flags}{members}{online}{unread})"
     )
+
+
+def format_unread(n: object) -> str:
+    """An unread count; the server stops counting at UNREAD_MAX (100 by default): "99+"."""
+    return "99+" if isinstance(n, int) and n > 99 else format_safe(n)
 
 
 def format_rooms(rooms: list[dict[str, Any]]) -> str:
@@ -232,7 +237,7 @@ def format_rooms(rooms: list[dict[str, Any]]) -> str:
                 if count is not None
                 else "",
                 "private" if r.get("private") else "public",
-                format_safe(unread) if unread is not None else "",
+                format_unread(unread) if unread is not None else "",
             ]
         )
     header = ["ID", "NAME", "OWNER", "MEMBERS", "ACCESS", "UNREAD"]

@@ -247,3 +247,11 @@ def test_rooms_are_called_by_name_with_the_id_only_where_names_clash() -> None:
         format_event({"type": "room_deleted", "room": "r1"}, name="lobby")
         == "-- room lobby was deleted"
     )
+
+
+def test_unread_counts_past_the_servers_cap_show_as_99_plus() -> None:
+    """The server stops counting at UNREAD_MAX (100): the list says 99+, not a count it does not know."""
+    room = {"id": "r1", "name": "busy", "owner": "bob", "capacity": 9, "private": False}
+    listed = format_rooms([{**room, "member_count": 1, "member": True, "unread": 100}])
+    assert listed.splitlines()[1].endswith("99+")
+    assert format_rooms([{**room, "member_count": 1, "member": True, "unread": 99}]).endswith("99")

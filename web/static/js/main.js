@@ -3,7 +3,7 @@
 // WebSocket in live.js, REST in api.js. All user content goes in as text (dom.js).
 
 import { Api } from "./api.js";
-import { $, bodyNodes, el, formatTime, mentions, randomId } from "./dom.js";
+import { $, bodyNodes, el, formatTime, mentions, randomId, unreadLabel } from "./dom.js";
 import { Live } from "./live.js";
 import { Outbox, Room } from "./state.js";
 import { Timeline } from "./timeline.js";
@@ -224,8 +224,8 @@ function renderRooms() {
           room.isPrivate ? el("span", { class: "tag" }, "private") : null,
           el(
             "span",
-            { class: "badge", hidden: room.unread <= 0, "aria-label": `${room.unread} unread` },
-            String(room.unread),
+            { class: "badge", hidden: room.unread <= 0, "aria-label": `${unreadLabel(room.unread)} unread` },
+            unreadLabel(room.unread),
           ),
         ),
       );
