@@ -58,12 +58,12 @@ export function bodyNodes(body, name) {
   return nodes;
 }
 
-/** A random id for client_msg_id; getRandomValues works outside secure contexts too. */
 // The server stops counting at UNREAD_MAX (100 by default): from there on, "99+".
 export function unreadLabel(n) {
   return n > 99 ? "99+" : String(n);
 }
 
+/** A random id for client_msg_id; getRandomValues works outside secure contexts too. */
 export function randomId(prefix = "w") {
   const bytes = crypto.getRandomValues(new Uint8Array(9));
   return prefix + "-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
