@@ -345,7 +345,7 @@ def test_token_is_not_accepted_in_query_string(api: Api, alice: User) -> None:
     [
         ("GET", "/api/nope"),
         ("GET", "/nope"),
-        ("GET", "/"),
+        ("GET", "/web/nope.js"),  # the web client's folder answers JSON too
         ("POST", "/api/auth/nope"),
         ("GET", "/api/rooms/abcdefghij/nope"),
         ("DELETE", "/api/users/someone/extra"),
