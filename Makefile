@@ -21,8 +21,22 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 	rm -f $(VENV)/.bench-*
 	touch $(BENCH_STAMP)
 
-# The benchmark: Greenroom against Flask-SocketIO and websockets; BENCH_ARGS="--quick" for a short run.
-bench: $(BENCH_STAMP)
+# The Node `ws` baseline's own folder, from its lockfile; npm ci writes node_modules/.package-lock.json.
+# Without node or npm (or when npm ci fails) it says so and bench skips that baseline; this
+# recipe then runs again next time, so installing Node later is enough.
+NODE_WS := bench/baselines/node_ws
+NODE_WS_STAMP := $(NODE_WS)/node_modules/.package-lock.json
+
+$(NODE_WS_STAMP): $(NODE_WS)/package-lock.json
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(NODE_WS) --no-audit --no-fund --loglevel=error >/dev/null \
+			|| echo "npm ci failed: bench will skip the node-ws baseline"; \
+	else \
+		echo "node or npm not found: bench will skip the node-ws baseline"; \
+	fi
+
+# The benchmark: Greenroom against Flask-SocketIO, websockets and Node's ws; BENCH_ARGS="--quick" for a short run.
+bench: $(BENCH_STAMP) $(NODE_WS_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 run: $(STAMP)

@@ -127,7 +127,8 @@ def main(
     postgres_url: str,
     redis_url: str,
 ) -> None:
-    """Benchmark Greenroom against Flask-SocketIO and a plain websockets broadcast server.
+    """Benchmark Greenroom against Flask-SocketIO, a plain websockets broadcast server and
+    the same chat on Node's ws (skipped with a note where Node or its node_modules is missing).
 
     Each server runs as its own process pinned to CPU 0; this load generator runs on
     CPU 1. Reports delivered messages/s, latency p50/p99/max, lost and duplicated
@@ -164,6 +165,13 @@ def main(
         targets = [target_for(name) for name in names]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # A baseline that cannot run here (node-ws without Node) is left out with a one-line note.
+    skipped = [t.skip_note() for t in targets if t.skip_note()]
+    targets = [t for t in targets if not t.skip_note()]
+    for note in skipped:
+        say(note)
+    if not targets:
+        raise click.UsageError("no server left to measure")
     overrides = dict(item.split("=", 1) for item in server_env if "=" in item)
     if len(overrides) != len(server_env):
         raise click.UsageError("--server-env takes NAME=VALUE")
@@ -185,6 +193,7 @@ def main(
     idle_conns = idle_conns or (2000 if quick else min(20000, raise_nofile() - 500))
     step_s = 2.0 if quick else 5.0
     settle_s = 15.0 if quick else 30.0
+    versions = {t.name: t.versions() for t in targets if t.versions()}
     config = {
         "quick": quick,
         "repeats": repeats,
@@ -195,6 +204,8 @@ def main(
         "attackers": kinds,
         "server_env": overrides,
         "sources": {t.name: report.source(t.root) for t in targets},
+        "versions": versions,
+        "skipped": skipped,
     }
     results: list[Result] = []
     records: list[underattack.AttackRecord] = []
@@ -248,6 +259,10 @@ def main(
         click.echo("")
         click.echo(underattack.before_after_table(rows))
     click.echo(f"\nmachine: {report.machine()}")
+    for name, version in versions.items():
+        click.echo(f"{name}: {version}")
+    for note in skipped:
+        click.echo(note)
     written = f"{json_path} and {png_path}" if charted else str(json_path)
     click.echo(f"wrote {written} in {time.monotonic() - started:.0f} s")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.scenarios import Result
 
-BASELINES = ("flask-socketio", "websockets")
+BASELINES = ("flask-socketio", "websockets", "node-ws")
 
 
 def median_result(results: list[Result]) -> Result:

@@ -1,7 +1,8 @@
 """The servers under test: how to start each one pinned to CPU 0, and how a member joins and sends.
 
-Greenroom runs under its Procfile's gunicorn command (the deployment); the two
-baselines run as their small scripts in bench/baselines/. ClusterGreenroom, for the
+Greenroom runs under its Procfile's gunicorn command (the deployment); the three
+baselines run as their small scripts in bench/baselines/ (node-ws under Node, with `ws`
+from npm in bench/baselines/node_ws/node_modules). ClusterGreenroom, for the
 scale-out comparison, runs the same command with -w N, PostgreSQL and Redis if asked,
 pinned or not.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +80,14 @@ class Target:
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    def skip_note(self) -> str:
+        """Why this server cannot run here, in one line ('' when it can)."""
+        return ""
+
+    def versions(self) -> str:
+        """What the server runs on, when it is not this venv's Python ('' otherwise)."""
+        return ""
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1"}
@@ -417,7 +427,55 @@ class SocketIOBaseline(Target):
         return b'42["send",{"room":"%s","body":"%s"}]' % (room.encode(), body.encode())
 
 
-TARGETS = {t.name: t for t in (Greenroom, SocketIOBaseline, WebsocketsBaseline)}
+NODE_WS = ROOT / "bench" / "baselines" / "node_ws"
+
+
+class NodeWsBaseline(WebsocketsBaseline):
+    """The same chat on Node's `ws` (bench/baselines/node_ws/server.js): a non-Python reference.
+
+    Optional: without `node` on PATH or without its node_modules (`make bench` runs `npm ci`
+    there), it is skipped with a note instead of failing the run.
+    """
+
+    name = "node-ws"
+
+    def __init__(self, folder: Path = NODE_WS) -> None:
+        super().__init__()
+        self.folder = folder
+        self.node = shutil.which("node") or ""
+
+    def skip_note(self) -> str:
+        if not self.node:
+            return "node-ws skipped: node is not on PATH"
+        if not (self.folder / "node_modules" / "ws" / "package.json").is_file():
+            return (
+                f"node-ws skipped: no {self.folder / 'node_modules'} "
+                f"(make bench installs it with npm ci)"
+            )
+        return ""
+
+    def command(self) -> list[str]:
+        return [self.node or "node", str(self.folder / "server.js")]
+
+    def open(self, member: int, room: str) -> Conn:
+        # JSON.stringify writes no spaces, unlike Python's json.dumps.
+        conn = Conn("127.0.0.1", self.port, "/")
+        self._join(conn, json.dumps({"type": "join", "room": room}).encode(), b'"type":"joined"')
+        return conn
+
+    def versions(self) -> str:
+        """Node's and ws's versions, for the report ('' if they cannot be read)."""
+        try:
+            node = subprocess.run(
+                [self.node, "--version"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            ws = json.loads((self.folder / "node_modules" / "ws" / "package.json").read_text())
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return ""
+        return f"node {node}, ws {ws.get('version', '?')}"
+
+
+TARGETS = {t.name: t for t in (Greenroom, SocketIOBaseline, WebsocketsBaseline, NodeWsBaseline)}
 
 
 def target_for(spec: str) -> Target:

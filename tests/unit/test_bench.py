@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from bench.procstat import cpu_delta, parse_cpu_times, parse_tcp_table
-from bench.report import saturation_max
+from bench.report import ratios, saturation_max
 from bench.scaleout import (
     backend_state,
     backends_by_state,
@@ -22,7 +23,7 @@ from bench.scaleout import (
     summaries,
 )
 from bench.scenarios import Receiver, Result, percentile
-from bench.targets import with_workers
+from bench.targets import NODE_WS, TARGETS, NodeWsBaseline, with_workers
 
 
 def message(seq: int) -> bytes:
@@ -271,3 +272,36 @@ def test_paired_figures_compare_variants_within_each_repeat() -> None:
     assert pairs["b-a server µs/delivery"] == [60.0]
     assert pairs["c/a max delivered/s"] == [0.1, 0.3]
     assert "p-a server µs/delivery" not in pairs
+
+
+# ---- the node-ws baseline (bench/baselines/node_ws) ------------------------------------
+
+
+def test_node_ws_runs_server_js_under_node_or_is_skipped_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """node from PATH runs the baseline's server.js; no node, or no node_modules, gives a
+    one-line skip note instead of a start that would fail. No node process is started."""
+    bin_dir, folder = tmp_path / "bin", tmp_path / "node_ws"
+    bin_dir.mkdir()
+    (bin_dir / "node").write_text("#!/bin/sh\n")
+    (bin_dir / "node").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert NodeWsBaseline().command() == [str(bin_dir / "node"), str(NODE_WS / "server.js")]
+    assert (NODE_WS / "server.js").is_file()
+    assert "node_modules" in NodeWsBaseline(folder).skip_note()
+    (folder / "node_modules" / "ws").mkdir(parents=True)
+    (folder / "node_modules" / "ws" / "package.json").write_text('{"version": "8.0.0"}')
+    assert NodeWsBaseline(folder).skip_note() == ""
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    note = NodeWsBaseline(folder).skip_note()
+    assert note.startswith("node-ws skipped") and "node" in note and "\n" not in note
+    assert list(TARGETS) == ["greenroom", "flask-socketio", "websockets", "node-ws"]
+
+
+def test_ratios_name_node_ws_as_a_baseline() -> None:
+    """Greenroom's figures are set against node-ws as against the Python baselines."""
+    runs = [result("greenroom", "many rooms", 100, 5), result("node-ws", "many rooms", 100, 5)]
+    runs[0].cpu_us_per_delivery, runs[1].cpu_us_per_delivery = 30.0, 15.0
+    assert "many rooms: Greenroom CPU per delivery = 2.00× node-ws" in ratios(runs)
