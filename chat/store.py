@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 from typing import cast
 
-from chat import store_pg
+from chat import store_pg, store_sqlite
 from chat.errors import (
     client_msg_id_reused,
     not_a_member,
@@ -343,6 +343,11 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
     pg = getattr(conn, "pg", None)
     if pg is not None:
         stored = store_pg.store_messages(pg, drafts, keep)
+        if stored is not None:
+            return stored
+    elif isinstance(conn, sqlite3.Connection):
+        # So does SQLite in a few statements per batch (chat/store_sqlite.py).
+        stored = store_sqlite.store_messages(conn, drafts, keep)
         if stored is not None:
             return stored
     results: list[Stored] = [Stored()] * len(drafts)
