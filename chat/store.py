@@ -346,7 +346,7 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
         if stored is not None:
             return stored
     elif isinstance(conn, sqlite3.Connection):
-        # So does SQLite in a few statements per batch (chat/store_sqlite.py).
+        # So does SQLite, with statements per batch rather than per message (store_sqlite).
         stored = store_sqlite.store_messages(conn, drafts, keep)
         if stored is not None:
             return stored

@@ -1,4 +1,4 @@
-"""SQLite's fast path for storing a batch of messages: three statements per message become about two.
+"""SQLite's fast path for storing a batch of messages: no savepoint or idempotency lookup per message.
 
 chat.store.store_messages uses it on SQLite, and falls back to storing draft by draft
 (its portable SQL) when this returns None. Every draft gets the outcome the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from typing import cast
 
 from chat.errors import client_msg_id_reused, not_a_member, room_not_found
 from chat.models import Draft, Message, Stored, message_row
@@ -53,7 +54,11 @@ class _Unexpected(Exception):
 
 
 def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> list[Stored] | None:
-    """chat.store.store_messages in about two statements per message; None: store draft by draft."""
+    """chat.store.store_messages with per-batch statements; None: store draft by draft.
+
+    Per message at most one lookup (per new room and sender), one insert row and one
+    room update (per room), all prepared once: a batch of one runs 5 statements, not 7.
+    """
     conn.execute("SAVEPOINT batch")
     try:
         try:
@@ -75,7 +80,7 @@ def _store(
     conn: sqlite3.Connection, drafts: list[Draft], keep: int, look_up_sent: bool
 ) -> list[Stored]:
     execute = conn.execute
-    results: list[Stored] = [Stored()] * len(drafts)
+    results: list[Stored | None] = [None] * len(drafts)  # every draft gets one below
     rooms: dict[str, int | None] = {}  # room id -> last_seq (None: no such room)
     fresh: dict[str, list[int]] = {}  # room id -> drafts stored there, in send order
     taken: dict[tuple[str, str], int] = {}  # (user, client_msg_id) -> draft of this batch
@@ -141,5 +146,5 @@ def _store(
     if trims:
         conn.executemany(TRIM, trims)
     for i, first in repeats:
-        results[i] = Stored(message=results[first].message, duplicate=True)
-    return results
+        results[i] = Stored(message=results[first].message, duplicate=True)  # type: ignore[union-attr]
+    return cast(list[Stored], results)
