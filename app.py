@@ -42,7 +42,7 @@ from core.claim import ClaimError, claim_database  # noqa: E402
 from core.clock import SYSTEM, Clock  # noqa: E402
 from core.database import Database, open_database  # noqa: E402
 from core.errors import ChatError  # noqa: E402
-from core.ratelimit import RateLimiter, SharedRateLimiter  # noqa: E402
+from core.ratelimit import RateLimiter, SharedRateLimiter, SyncedRateLimiter  # noqa: E402
 from core.server import Limits, Server  # noqa: E402
 from core.settings import Settings, SettingsError, load_settings  # noqa: E402
 from core.status import Statuses  # noqa: E402
@@ -135,7 +135,7 @@ def build(settings: Settings, clock: Clock = SYSTEM) -> Greenroom:
         backplane,
         writer,
         presence,
-        _limiter(backplane, settings, "send"),
+        _limiter(backplane, settings, "send", clock),
         _limiter(backplane, settings, "create-room"),
         clock,
     )
@@ -231,8 +231,14 @@ def start(app: Flask, signals: bool = True) -> None:
     )
 
 
-def _limiter(backplane: object, settings: Settings, what: str) -> RateLimiter:
-    """Per-worker buckets, or buckets shared in Redis when several workers serve one site."""
+def _limiter(
+    backplane: object, settings: Settings, what: str, clock: Clock = SYSTEM
+) -> RateLimiter:
+    """Per-worker buckets, or buckets shared in Redis when several workers serve one site.
+
+    The send limit is checked on every message, so it decides locally and settles with
+    Redis every SEND_LIMIT_SYNC_S (core.ratelimit.SyncedRateLimiter, with its bound).
+    """
     s = settings
     if what == "send":
         rate, burst = s.SEND_RATE_PER_S, s.SEND_BURST
@@ -247,6 +253,9 @@ def _limiter(backplane: object, settings: Settings, what: str) -> RateLimiter:
     client = getattr(backplane, "client", None)
     if client is None:
         return RateLimiter(rate, burst)
+    if what == "send":
+        prefix = f"{settings.BACKPLANE_CHANNEL}:send:"
+        return SyncedRateLimiter(client, prefix, rate, burst, s.SEND_LIMIT_SYNC_S, clock)
     return SharedRateLimiter(client, f"{settings.BACKPLANE_CHANNEL}:{what}:", rate, burst)
 
 

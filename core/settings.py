@@ -100,6 +100,10 @@ class Settings:
 
     LOG_LEVEL: str = "INFO"
 
+    # With Redis: how often each worker settles its send-limit takes with the shared
+    # buckets (the bound on overshoot is in docs/deployment.md, "Scaling out")
+    SEND_LIMIT_SYNC_S: float = 0.5
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 

@@ -1,4 +1,4 @@
-"""SharedRateLimiter against a real Redis: buckets shared by workers, and the per-worker fallback.
+"""SharedRateLimiter and SyncedRateLimiter against a real Redis: buckets shared by workers, the fallback.
 
 Each test uses its own random key prefix and deletes its keys afterwards. Without
 Redis these tests are skipped, unless GREENROOM_REQUIRE_SERVICES is set (as in CI),
@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from core.ratelimit import SharedRateLimiter
+from core.ratelimit import SharedRateLimiter, SyncedRateLimiter
 from tests.support import REDIS_URL, redis_unavailable, require_service
+from tests.support.fakes import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,85 @@ def test_concurrent_checks_share_one_pipeline_and_one_bucket(
     assert sorted(w == 0 for w in waits).count(True) == 10
     assert all(w > 0 for w in waits if w != 0)
     assert executes == [20]
+
+
+# ---- SyncedRateLimiter: the send limit, local first ----------------------------
+
+
+class CountingClient:
+    """A redis client whose scripts count their calls (how many round trips the limiter makes)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.calls: list[int] = []  # keys per script call
+
+    def register_script(self, source: str) -> object:
+        script = self.client.register_script(source)
+
+        def call(keys: list[str], args: list[object]) -> object:
+            self.calls.append(len(keys))
+            return script(keys=keys, args=args)
+
+        return call
+
+
+def test_synced_limiter_decides_locally_and_settles_once_per_interval(
+    client: redis.Redis, prefix: str
+) -> None:
+    """Checks cost no Redis call; one script call per interval reports every key's takes."""
+    clock = FakeClock()
+    counting = CountingClient(client)
+    lim = SyncedRateLimiter(counting, prefix, rate_per_s=1.0, burst=3, sync_s=0.5, clock=clock)
+    now = clock.time()
+    assert [lim.acquire("alice", now) for _ in range(4)] == [0.0, 0.0, 0.0, 1.0]
+    assert lim.acquire("bob", now) == 0.0
+    assert counting.calls == [] and client.exists(prefix + "alice") == 0
+    clock.advance(0.5)
+    assert counting.calls == [2]  # alice and bob, in one call
+    assert float(client.hget(prefix + "alice", "tokens") or 9) < 0.5
+    assert float(client.hget(prefix + "bob", "tokens") or 0) > 1.5
+    assert 0 < client.pttl(prefix + "alice") <= 4000
+    clock.advance(5.0)
+    assert counting.calls == [2]  # nothing taken, nothing to settle
+    assert lim.acquire("alice", clock.time()) == 0.0  # refilled meanwhile
+
+
+def test_synced_limiters_on_two_workers_overshoot_once_then_share_the_debt(
+    client: redis.Redis, prefix: str
+) -> None:
+    """Two workers each grant a burst before they settle (the documented bound); then both owe it."""
+    clock = FakeClock()
+    w1 = SyncedRateLimiter(client, prefix, rate_per_s=1.0, burst=3, sync_s=0.5, clock=clock)
+    w2 = SyncedRateLimiter(client, prefix, rate_per_s=1.0, burst=3, sync_s=0.5, clock=clock)
+    now = clock.time()
+    granted = [w.acquire("alice", now) == 0.0 for w in (w1, w2) for _ in range(4)]
+    assert granted.count(True) == 6  # burst + (N-1) * burst, within burst + rate*sync more
+    clock.advance(0.5)  # both settle: the shared level is now about 3 - 6 = -3
+    # The worker that settled last knows the whole debt; the other learns it at its next check.
+    first = w1.acquire("alice", clock.time())
+    assert 0 < first <= 1.0 and 3.0 < w2.acquire("alice", clock.time()) <= 4.0
+    clock.advance(0.5)
+    # Alone, w1 would have a token now; sharing the debt it waits for 4 more (Redis's own
+    # clock, which refills the shared bucket, has hardly moved).
+    assert 3.0 < w1.acquire("alice", clock.time()) <= 4.0
+
+
+def test_synced_limiter_without_redis_limits_per_worker(caplog: pytest.LogCaptureFixture) -> None:
+    """If the settling fails, each worker keeps its own buckets and warns once."""
+    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    clock = FakeClock()
+    try:
+        lim = SyncedRateLimiter(
+            down, "greenroom-test:", rate_per_s=1.0, burst=2, sync_s=0.5, clock=clock
+        )
+        with caplog.at_level(logging.WARNING, logger="core.ratelimit"):
+            now = clock.time()
+            assert [lim.acquire("alice", now) for _ in range(3)] == [0.0, 0.0, 1.0]
+            clock.advance(0.5)
+            assert lim.acquire("alice", clock.time()) == 0.5
+            assert lim.acquire("bob", clock.time()) == 0.0
+            clock.advance(0.5)
+        warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        down.close()
