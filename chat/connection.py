@@ -7,11 +7,16 @@ into our outbox too, bounded like everything else, and only the writer greenlet
 ever writes to the socket. Broadcasts only append encoded frames here and never
 wait on a socket.
 
-The same proxy is where simple-websocket's reader greenlet reads. Before each read
-it yields to the hub (a socket with data waiting never blocks, so the reader would
-otherwise never let anyone else run), waits while the inbound queue is full, and
-waits while the client is over its inbound budget (chat/budget.py), which leaves
-TCP to push back. A client that stays over budget is closed with 4029.
+The handler's own greenlet reads (receive()): simple-websocket's reader thread is
+never started (NoThread), and its frame parsing (wsproto, and its _handle_events
+for pings, the close handshake and message assembly) runs inline. One greenlet per
+connection instead of two, and no hand-over through an event per frame: measured,
+that was most of the cost of a small room's message. Before each read it yields to
+the hub (a socket with data waiting never blocks, so the reader would otherwise
+never let anyone else run) and waits while the client is over its inbound budget
+(chat/budget.py), which leaves TCP to push back. A client that stays over budget is
+closed with 4029. While the handler works on a frame (a join's database read, say),
+nothing more is read: one read of at most 4 KB and the frames in it at a time.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
-import sys
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, SupportsIndex, cast
+from typing import TYPE_CHECKING, cast
 
 import gevent
 from gevent.event import Event
@@ -48,15 +52,13 @@ READ_YIELD_S = 0.00001
 
 @dataclasses.dataclass(frozen=True)
 class InboundLimits:
-    """What one connection may send and have queued (the GREENROOM_INBOUND_* and AUTH_* settings)."""
+    """What one connection may send (the GREENROOM_INBOUND_* and AUTH_* settings)."""
 
     frames_per_s: float
     burst_frames: int
     bytes_per_s: float
     burst_bytes: int
     over_budget_close_s: float
-    max_queued_frames: int
-    max_queued_bytes: int
     # Before authentication a client needs one frame: it gets this much in all, spread
     # over the auth deadline, and reads no bigger than what is left of it.
     auth_frames: int
@@ -71,8 +73,6 @@ class InboundLimits:
             s.INBOUND_BYTES_PER_S,
             s.INBOUND_BURST_BYTES,
             s.INBOUND_OVER_BUDGET_CLOSE_S,
-            s.INBOUND_MAX_QUEUED_FRAMES,
-            s.INBOUND_MAX_QUEUED_BYTES,
             s.AUTH_MAX_FRAMES,
             s.AUTH_MAX_BYTES,
             s.AUTH_TIMEOUT_S,
@@ -92,36 +92,20 @@ class InboundLimits:
         )
 
 
-# Greenlet is generic only in gevent's stubs: Greenlet[[], None] would fail at run time.
-class ReaderGreenlet(gevent.Greenlet):  # type: ignore[type-arg]
-    """simple-websocket's reader as a plain greenlet (its `thread_class`).
+class NoThread:
+    """simple-websocket's `thread_class`: its reader thread is never started.
 
-    Its start() only schedules it: patched threading.Thread.start() would run it at
-    once, so it would read (and, on a hang-up, close the socket) before the handler
-    has wrapped the socket in our proxy.
+    The handler's greenlet reads instead (Connection.receive), so a connection costs
+    one greenlet, not two, and a frame reaches the handler without a switch.
     """
 
+    name = "greenroom-reader"
+
     def __init__(self, target: Callable[[], None]) -> None:
-        super().__init__(target)
+        pass
 
-
-class _Inbox(list[str | bytes]):
-    """simple-websocket's queue of received messages: it counts its bytes and says when one is taken."""
-
-    def __init__(self, items: list[str | bytes], on_take: Callable[[], None]) -> None:
-        super().__init__(items)
-        self.bytes = sum(sys.getsizeof(item) for item in items)
-        self._on_take = on_take
-
-    def append(self, item: str | bytes) -> None:
-        super().append(item)
-        self.bytes += sys.getsizeof(item)
-
-    def pop(self, index: SupportsIndex = -1) -> str | bytes:
-        item = super().pop(index)
-        self.bytes -= sys.getsizeof(item)
-        self._on_take()
-        return item
+    def start(self) -> None:
+        pass
 
 
 class _SocketProxy:
@@ -183,8 +167,8 @@ class Connection:
         self._frames = FrameCounter()
         self._reader_wake = Event()  # set when the reader may have something new to check
         self._stopped_reading = False  # we ended the reader (closing), not the client
-        self._inbox = _Inbox(list(ws.input_buffer), self._reader_wake.set)
-        ws.input_buffer = self._inbox
+        # simple-websocket's list of assembled messages; only receive() fills and empties it.
+        self._inbox: list[str | bytes] = ws.input_buffer
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._close_timeout_s = close_timeout_s
@@ -200,6 +184,7 @@ class Connection:
         self.close_code: int | None = None
         self._close_reason = ""
         self._reader_finished = False
+        self._reader_gone = Event()  # set once receive() has read for the last time
         self._writer_finished = False
         self._wake = Event()
         self.done = Event()
@@ -227,25 +212,21 @@ class Connection:
     def before_read(self) -> bool:
         """Yield, then wait until this connection may read; False: stop reading for good.
 
-        The reader waits while the handler has a full queue of frames to work through,
-        and while the client is over its inbound budget. A client over budget for
-        over_budget_close_s is closed with 4029. Once the connection is closing, a
-        reader that would have to wait stops instead: nobody handles what it reads.
+        The reader waits while the client is over its inbound budget. A client over
+        budget for over_budget_close_s is closed with 4029. Once the connection is
+        closing, a reader that would have to wait stops instead: nobody handles what it
+        reads.
         """
         limits = self._limits
         while True:
-            inbox_full = (
-                len(self._inbox) >= limits.max_queued_frames
-                or self._inbox.bytes >= limits.max_queued_bytes
-            )
             now = self._clock.monotonic()
-            wait = None if inbox_full else self._budget.wait_s(now)
-            if wait is not None and wait <= 0:
+            wait = self._budget.wait_s(now)
+            if wait <= 0:
                 break
             if self.close_code is not None:
                 self._stopped_reading = True
                 return False
-            if wait is not None and self._budget.held_s(now) >= limits.over_budget_close_s:
+            if self._budget.held_s(now) >= limits.over_budget_close_s:
                 log.info(
                     "closing %s: over the inbound budget for %.1f s",
                     self.username or "an unauthenticated client",
@@ -437,7 +418,55 @@ class Connection:
 
     def reader_done(self) -> None:
         self._reader_finished = True
+        self._reader_gone.set()
         self._wake_writer()
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """The client's next message, read on the caller's greenlet; None once reading is over,
+        or when nothing came within `timeout` seconds."""
+        if timeout is None:
+            return self._receive()
+        timer = gevent.Timeout(timeout)
+        timer.start()
+        try:
+            return self._receive()
+        except gevent.Timeout as fired:
+            if fired is not timer:
+                raise
+            return None
+        finally:
+            timer.close()
+
+    def drain(self) -> None:
+        """After the handler's last frame: read on (dropping messages) until the client's
+        close reply or the end of the stream, so the close handshake completes."""
+        while self._receive() is not None:
+            pass
+
+    def _receive(self) -> str | bytes | None:
+        ws = self.ws
+        while not self._inbox:
+            if self._reader_finished:
+                return None
+            if not ws.connected or not self.before_read():
+                self.reader_done()
+                return None
+            try:
+                data = self._sock.recv(self.read_size(ws.receive_bytes))
+            except OSError:
+                data = b""
+            if not data:
+                ws.connected = False
+                self.reader_done()
+                return None
+            self.after_read(data)
+            try:
+                ws.ws.receive_data(data)
+                # Pings, pongs, the close handshake, message assembly and its size limit.
+                ws.connected = ws._handle_events()  # type: ignore[attr-defined]  # private, not in the stubs
+            except LocalProtocolError:
+                ws.connected = False
+        return self._inbox.pop(0)
 
     def _wake_writer(self) -> None:
         if self._writer is None:
@@ -466,8 +495,7 @@ class Connection:
             if not self._reader_finished or self._stopped_reading:
                 self._send_close()
             if not self._reader_finished:
-                # chat.ws.server_options() makes simple-websocket's reader a ReaderGreenlet.
-                cast(ReaderGreenlet, self.ws.thread).join(self._close_timeout_s)
+                self._reader_gone.wait(self._close_timeout_s)
         except OSError:
             pass
         finally:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 
-from chat.connection import Connection, InboundLimits, ReaderGreenlet
+from chat.connection import Connection, InboundLimits, NoThread
 from chat.live import Live
 from chat.protocol import Frame, error_frame, parse_frame
 from core.clock import Clock
@@ -75,10 +75,10 @@ def _hold_failing_address() -> tuple[Response, int] | None:
 def server_options(max_frame_bytes: int) -> dict[str, object]:
     """simple-websocket's options (the app's SOCK_SERVER_OPTIONS).
 
-    Its reader runs as a greenlet that starts only once the handler has wrapped the
-    socket (see chat/connection.py), so every byte it reads is paced and counted.
+    Its reader thread never starts: the handler's greenlet reads (chat/connection.py),
+    so every byte read is paced and counted, and a connection costs one greenlet.
     """
-    return {"max_message_size": max_frame_bytes, "thread_class": ReaderGreenlet}
+    return {"max_message_size": max_frame_bytes, "thread_class": NoThread}
 
 
 @sock.route("/ws", bp=bp)  # type: ignore[untyped-decorator]  # flask-sock has no type hints
@@ -108,7 +108,7 @@ def websocket(ws: Server) -> None:
         # `ready` is queued first so it is always the first frame, whatever others push.
         conn.send({"type": "ready", "username": session.username})
         live.connect(conn, session.username, session.token_hash)
-        _serve(s, live, ws, conn)
+        _serve(s, live, conn)
     except ConnectionClosed:
         pass
     except Exception:
@@ -117,6 +117,7 @@ def websocket(ws: Server) -> None:
     finally:
         live.disconnect(conn)
         conn.close(CLOSE_NORMAL)
+        conn.drain()  # this greenlet is the reader: it reads the client's close reply
         conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
 
 
@@ -127,7 +128,7 @@ def _authenticate(s: Settings, ws: Server, conn: Connection) -> Principal | None
     try:
         if header is not None:
             return auth.authenticate(parse_bearer(header))
-        text = ws.receive(timeout=s.AUTH_TIMEOUT_S)
+        text = conn.receive(timeout=s.AUTH_TIMEOUT_S)
         if text is None:
             raise unauthorized("Authenticate first: send an auth frame with your token.")
         frame = parse_frame(text, s.MAX_MESSAGE_CHARS)
@@ -143,12 +144,12 @@ def _authenticate(s: Settings, ws: Server, conn: Connection) -> Principal | None
         return None
 
 
-def _serve(s: Settings, live: Live, ws: Server, conn: Connection) -> None:
+def _serve(s: Settings, live: Live, conn: Connection) -> None:
     max_chars = s.MAX_MESSAGE_CHARS
     while conn.open:
-        text = ws.receive()
+        text = conn.receive()
         if text is None:
-            continue
+            return
         try:
             _dispatch(live, conn, parse_frame(text, max_chars))
         except ChatError as err:

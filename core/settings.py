@@ -83,8 +83,6 @@ class Settings:
     INBOUND_BYTES_PER_S: float = 524_288.0
     INBOUND_BURST_BYTES: int = 2_097_152
     INBOUND_OVER_BUDGET_CLOSE_S: float = 10.0
-    INBOUND_MAX_QUEUED_FRAMES: int = 64
-    INBOUND_MAX_QUEUED_BYTES: int = 262_144
     # Before authentication (one `auth` frame is all a client needs to send)
     AUTH_MAX_FRAMES: int = 8
     AUTH_MAX_BYTES: int = 256
