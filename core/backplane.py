@@ -7,6 +7,12 @@ publishes nothing. With REDIS_URL, RedisBackplane also publishes every message
 batch and wire event on one Redis pub/sub channel, and a subscriber greenlet hands
 other workers' traffic to the same handlers.
 
+Publishing is batched per tick: the publisher greenlet wakes on the first publish,
+waits PUBLISH_WINDOW_S for more, then sends everything queued in one round trip,
+with the message batches queued between two events joined into one M payload, so
+each worker receives and decodes once per tick rather than once per writer batch.
+Order is kept: events and message batches go out in the order they were queued.
+
 Redis pub/sub keeps each publisher's order but loses whatever is published while
 a subscriber is disconnected. So the subscriber reports every (re)subscription
 (a Resubscribed event), after which chat reads what it missed from the
@@ -44,7 +50,10 @@ Handler = Callable[[str, E], None]  # (origin worker id, event)
 # Publishes kept while Redis is unreachable; beyond this the oldest are dropped
 # (other workers still find those messages by seq, from the database).
 MAX_BACKLOG = 100_000
-PUBLISH_BATCH = 256
+PUBLISH_BATCH = 256  # payloads per round trip
+PUBLISH_WINDOW_S = 0.005  # the publishing tick: how long a publish waits for company
+PAYLOAD_MAX_ITEMS = 1_000  # messages joined into one M payload at most
+PAYLOAD_MAX_BYTES = 1_048_576  # ... and their frames' bytes
 POOL_SIZE = 32  # Redis command connections per worker (rate limits, publishing)
 
 
@@ -131,6 +140,26 @@ class LocalBackplane:
             handler(origin, event)
 
 
+class _Batch:
+    """Message batches queued together, published as one M payload."""
+
+    __slots__ = ("items", "size")
+
+    def __init__(self) -> None:
+        self.items: Items = []
+        self.size = 0
+
+    def fits(self, items: Items) -> bool:
+        return (
+            len(self.items) + len(items) <= PAYLOAD_MAX_ITEMS
+            and self.size + sum(len(frame) for _, _, frame in items) <= PAYLOAD_MAX_BYTES
+        )
+
+    def add(self, items: Items) -> None:
+        self.items.extend(items)
+        self.size += sum(len(frame) for _, _, frame in items)
+
+
 class _Silent(Exception):
     """The subscription heard nothing, not even our own heartbeats: the link is dead."""
 
@@ -140,7 +169,14 @@ class RedisBackplane(LocalBackplane):
 
     clustered = True
 
-    def __init__(self, url: str, channel: str, heartbeat_s: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        heartbeat_s: float,
+        clock: Clock,
+        publish_window_s: float = PUBLISH_WINDOW_S,
+    ) -> None:
         super().__init__(clock)
         # Imported here, after app.py's patch_all(): redis-py is then cooperative.
         import redis
@@ -160,7 +196,10 @@ class RedisBackplane(LocalBackplane):
         self._channel = channel
         self._heartbeat_s = heartbeat_s
         self.connected = False
-        self._backlog: deque[bytes] = deque()
+        # Encoded events, and message batches still open to more items (with their bytes).
+        self._backlog: deque[bytes | _Batch] = deque()
+        self._publish_window_s = publish_window_s
+        self._own_header = self.worker_id.encode() + b"\n"  # after the kind byte
         self._wake = Flag()
         self._greenlets: list[gevent.Greenlet[..., None]] = []
         self._heard_at = self._clock.monotonic()
@@ -181,8 +220,15 @@ class RedisBackplane(LocalBackplane):
         gevent.killall(self._greenlets, block=False)
 
     def publish_messages(self, items: Items) -> None:
-        if items:
-            self._queue(encode_messages(self.worker_id, items))
+        if not items:
+            return
+        last = self._backlog[-1] if self._backlog else None
+        if isinstance(last, _Batch) and last.fits(items):
+            last.add(items)  # one payload for every batch since the last event
+            return
+        batch = _Batch()
+        batch.add(items)
+        self._queue(batch)
 
     def emit(self, event: Event) -> None:
         self._dispatch_event(self.worker_id, event)
@@ -191,8 +237,8 @@ class RedisBackplane(LocalBackplane):
     def publish(self, event: Event) -> None:
         self._queue(encode_event(self.worker_id, events.encode(event)))
 
-    def _queue(self, payload: bytes) -> None:
-        self._backlog.append(payload)
+    def _queue(self, entry: bytes | _Batch) -> None:
+        self._backlog.append(entry)
         if len(self._backlog) > MAX_BACKLOG:
             self._backlog.popleft()
             self.dropped += 1
@@ -205,15 +251,16 @@ class RedisBackplane(LocalBackplane):
         failing_since: float | None = None
         while True:
             self._wake.wait()
+            if self._publish_window_s:
+                # The tick: what is published meanwhile goes out in the same round trip
+                # (a yield of a few ms, not a timeout: a fake clock must not move for it).
+                gevent.sleep(self._publish_window_s)
             self._wake.clear()
             while self._backlog:
                 n = min(len(self._backlog), PUBLISH_BATCH)
-                batch = [self._backlog.popleft() for _ in range(n)]
+                entries = [self._backlog.popleft() for _ in range(n)]
                 try:
-                    pipe = self.client.pipeline(transaction=False)
-                    for payload in batch:
-                        pipe.publish(self._channel, payload)
-                    pipe.execute()
+                    self._send(entries)
                     delay = 0.05
                     if failing_since is not None:
                         log.warning(
@@ -223,12 +270,24 @@ class RedisBackplane(LocalBackplane):
                         failing_since = None
                 except self._errors as exc:
                     # Put them back in order, and try again: late beats lost.
-                    self._backlog.extendleft(reversed(batch))
+                    self._backlog.extendleft(reversed(entries))
                     if failing_since is None:
                         failing_since = self._clock.monotonic()
                         log.warning("backplane: publish failed (%s); keeping and retrying", exc)
                     gevent.sleep(delay)
                     delay = min(delay * 2, 1.0)
+
+    def _send(self, entries: list[bytes | _Batch]) -> None:
+        payloads = [
+            e if isinstance(e, bytes) else encode_messages(self.worker_id, e.items) for e in entries
+        ]
+        if len(payloads) == 1:
+            self.client.publish(self._channel, payloads[0])
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for payload in payloads:
+            pipe.publish(self._channel, payload)
+        pipe.execute()
 
     def _subscribe_loop(self) -> None:
         delay = 0.05
@@ -272,6 +331,8 @@ class RedisBackplane(LocalBackplane):
                 self._dispatch(msg["data"])
 
     def _dispatch(self, data: bytes) -> None:
+        if data.startswith(self._own_header, 1):
+            return  # our own publish, back from Redis: handled here when it was sent
         try:
             kind, origin, body = decode(data)
         except (ValueError, UnicodeDecodeError):
