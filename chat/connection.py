@@ -226,7 +226,7 @@ class Connection:
         self.last_heard = self._clock.monotonic()
 
     def before_read(self) -> bool:
-        """Yield, then wait until this connection may read; False: stop reading for good.
+        """Wait until this connection may read; False: stop reading for good.
 
         The reader waits while the client is over its inbound budget. A client over
         budget for over_budget_close_s is closed with 4029. Once the connection is
@@ -253,8 +253,6 @@ class Connection:
                 return False
             self._reader_wake.clear()
             self._reader_wake.wait(wait)
-        # A socket with data waiting never blocks, so without this a flood would hold the hub.
-        gevent.sleep(READ_YIELD_S)
         return True
 
     def authenticated(self) -> None:
@@ -467,8 +465,18 @@ class Connection:
             if not ws.connected or not self.before_read():
                 self.reader_done()
                 return None
+            size = self.read_size(ws.receive_bytes)
             try:
-                data = self._sock.recv(self.read_size(ws.receive_bytes))
+                data = self._raw.recv(size, socket.MSG_DONTWAIT)
+                # The data was already waiting, so nothing has let the hub run since the
+                # last read: yield now, or a flood would hold it. (A read that has to wait
+                # below lets everyone else run while it waits.)
+                gevent.sleep(READ_YIELD_S)
+            except BlockingIOError:
+                try:
+                    data = self._sock.recv(size)
+                except OSError:
+                    data = b""
             except OSError:
                 data = b""
             if not data:
