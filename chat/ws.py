@@ -12,7 +12,7 @@ import logging
 import gevent
 from flask import Blueprint, Response, request
 from flask_sock import Sock
-from simple_websocket import ConnectionClosed, Server
+from simple_websocket import Server
 
 from chat.connection import Connection, InboundLimits, NoThread
 from chat.live import Live
@@ -94,7 +94,7 @@ def websocket(ws: Server) -> None:
         clock=service(Clock),
     )
     try:
-        session = _authenticate(s, ws, conn)
+        session = _authenticate(s, conn)
         if session is None:
             return
         # From here to connect() nothing yields: the place admit() found is still free.
@@ -109,8 +109,6 @@ def websocket(ws: Server) -> None:
         conn.send({"type": "ready", "username": session.username})
         live.connect(conn, session.username, session.token_hash)
         _serve(s, live, conn)
-    except ConnectionClosed:
-        pass
     except Exception:
         log.exception("WebSocket handler failed for %s", conn.username)
         conn.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -121,7 +119,7 @@ def websocket(ws: Server) -> None:
         conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
 
 
-def _authenticate(s: Settings, ws: Server, conn: Connection) -> Principal | None:
+def _authenticate(s: Settings, conn: Connection) -> Principal | None:
     """From the Authorization header, else from a first `auth` frame within AUTH_TIMEOUT_S."""
     auth = service(Authenticator)
     header = request.headers.get("Authorization")
