@@ -119,25 +119,21 @@ _HANDSHAKE_DONE = _HandshakeDone()
 
 
 class _SocketProxy:
-    """What simple-websocket sees as its socket: reads are paced and counted, writes are queued."""
+    """What simple-websocket sees as its socket: its writes (pongs, a close reply) are queued.
+
+    It never reads from it: Connection.receive reads the real socket.
+    """
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self._sock = sock
         self._conn = conn
-
-    def recv(self, size: int) -> bytes:
-        if not self._conn.before_read():
-            return b""  # simple-websocket takes this for the end of the stream: its reader stops
-        data = self._sock.recv(self._conn.read_size(size))
-        self._conn.after_read(data)
-        return data
 
     def send(self, data: bytes) -> int:
         self._conn.push_control(data)
         return len(data)
 
     def close(self) -> None:
-        self._conn.reader_done()
+        self._conn.reader_done()  # the socket itself is closed by the writer, once
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._sock, name)
