@@ -373,6 +373,22 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
     return results
 
 
+def store_alone(conn: sqlite3.Connection, draft: Draft, keep: int) -> Stored:
+    """Store one message with Database.run_alone: no transaction is open around this call.
+
+    PostgreSQL stores it in one statement (its own transaction); when that fails, and
+    on SQLite (whose run_alone is run), it goes the batch's way.
+    """
+    pg = getattr(conn, "pg", None)
+    if pg is None:
+        return store_messages(conn, [draft], keep)[0]
+    stored = store_pg.store_alone(pg, draft, keep)
+    if stored is not None:
+        return stored
+    with pg.transaction():
+        return store_messages(conn, [draft], keep)[0]
+
+
 def _store_one(conn: sqlite3.Connection, d: Draft, touched: dict[str, int]) -> Stored:
     if d.client_msg_id is not None:
         old = conn.execute(

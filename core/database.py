@@ -49,6 +49,10 @@ class Database(Protocol):
 
     def run(self, fn: Callable[..., T], *args: object) -> T: ...
 
+    # fn(conn, *args) where the backend need not open a transaction around fn: each of
+    # fn's statements is then its own (PostgreSQL), which saves BEGIN and COMMIT.
+    def run_alone(self, fn: Callable[..., T], *args: object) -> T: ...
+
     def close(self) -> None: ...
 
 
@@ -122,6 +126,10 @@ class SqliteDatabase:
         if not ok:
             raise cast(Exception, value)
         return cast(T, value)
+
+    def run_alone(self, fn: Callable[..., T], *args: object) -> T:
+        """run(): SQLite's transaction costs no round trip, and its writes need the lock."""
+        return self.run(fn, *args)
 
     def close(self) -> None:
         def _close() -> None:

@@ -19,6 +19,7 @@ import gevent.queue
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from core import pgwait
 from core.schema import ADDED_COLUMNS
 from core.schema import SCHEMA as SQLITE_SCHEMA
 
@@ -103,6 +104,7 @@ class PostgresDatabase:
         self._size = size
         self._idle: gevent.queue.Queue[psycopg.Connection[Any]] = gevent.queue.Queue()
         self._open = 0
+        pgwait.install()
 
     def open(self) -> None:
         """Create the tables if they are missing (and so check that the server answers)."""
@@ -126,9 +128,14 @@ class PostgresDatabase:
         return self._idle.get()
 
     def run(self, fn: Callable[..., T], *args: object) -> T:
+        return self._with_conn(fn, args, transaction=True)
+
+    def _with_conn(self, fn: Callable[..., T], args: tuple[object, ...], transaction: bool) -> T:
         conn = self._acquire()
         healthy = True
         try:
+            if not transaction:
+                return fn(PgConn(conn), *args)
             with conn.transaction():
                 return fn(PgConn(conn), *args)
         except psycopg.OperationalError:
@@ -143,6 +150,10 @@ class PostgresDatabase:
             else:
                 self._open -= 1
                 conn.close()
+
+    def run_alone(self, fn: Callable[..., T], *args: object) -> T:
+        """fn(conn, *args) with no transaction around it: each statement commits by itself."""
+        return self._with_conn(fn, args, transaction=False)
 
     def close(self) -> None:
         while not self._idle.empty():

@@ -141,3 +141,58 @@ def test_a_mixed_batch_is_decided_draft_by_draft(db: Database) -> None:
         "not_a_member",
     ]
     assert rooms_now(db)["rc"][0] == 2
+
+
+MIXED = [
+    ("rb", "alice", "first", "k-old"),
+    ("rc", "bob", "b1", "b-1"),
+    ("rb", "alice", "retry of first", "k-old"),
+    ("rc", "alice", "k-old elsewhere", "k-old"),
+    ("rb", "alice", "n1", "k-new"),
+    ("ra", "bob", "not a member", "b-2"),
+    ("zz", "alice", "nowhere", None),
+    ("rb", "alice", "n2", None),
+    ("rb", "bob", "b3", None),
+]
+MIXED_OUTCOMES = [
+    (1, "first", False),
+    (1, "b1", False),
+    (1, "first", True),
+    "client_msg_id_reused",
+    (2, "n1", False),
+    "not_a_member",
+    "room_not_found",
+    (3, "n2", False),
+    (4, "b3", False),
+]
+
+
+def store_alone(db: Database, draft: tuple[str, str, str, str | None]) -> Any:
+    """One draft the writer's way for a batch of one (run_alone, no transaction around it)."""
+    r, u, b, c = draft
+    s: Stored = db.run_alone(store.store_alone, Draft(r, u, b, c, 0.0), KEEP)
+    return s.error.code if s.error else (s.message.seq, s.message.body, s.duplicate)  # type: ignore[union-attr]
+
+
+def test_a_lone_draft_is_decided_as_in_a_batch(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's one-statement path gives every outcome the batch gives, trimming included."""
+    assert [store_alone(db, d) for d in MIXED] == MIXED_OUTCOMES
+    assert "trying again in a transaction" not in caplog.text  # no fallback hid a failure
+    assert rooms_now(db) == {
+        "ra": (0, []),
+        "rb": (4, [(2, "alice", "n1"), (3, "alice", "n2"), (4, "bob", "b3")]),
+        "rc": (1, [(1, "bob", "b1")]),
+    }
+
+
+def test_a_lone_draft_falls_back_to_a_transaction(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the one statement fails, the draft is stored the batch's way, with the same outcome."""
+    from chat import store_pg
+
+    monkeypatch.setattr(store_pg, "STORE_ONE_ALONE", "SELECT no_such_column FROM rooms")
+    assert [store_alone(db, d) for d in MIXED] == MIXED_OUTCOMES
+    assert rooms_now(db)["rb"][0] == 4
