@@ -337,16 +337,26 @@ def rooms_of(conn: sqlite3.Connection, username: str) -> list[str]:
 # ---- messages ---------------------------------------------------------------
 
 
+def store_alone(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> list[Stored]:
+    """Store a batch through Database.run_alone: the one transaction is opened here if needed.
+
+    PostgreSQL stores it in one round trip (chat/store_pg.py); when that fails it goes
+    draft by draft in a transaction. SQLite's run_alone is run, already in a transaction.
+    """
+    pg = getattr(conn, "pg", None)
+    if pg is None:
+        return store_messages(conn, drafts, keep)
+    stored = store_pg.store_alone(pg, drafts, keep)
+    if stored is not None:
+        return stored
+    with pg.transaction():
+        return store_messages(conn, drafts, keep)
+
+
 def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> list[Stored]:
     """Store a batch in one transaction: one commit for many messages (group commit)."""
-    # PostgreSQL stores the batch in one round trip when nothing goes wrong.
-    pg = getattr(conn, "pg", None)
-    if pg is not None:
-        stored = store_pg.store_messages(pg, drafts, keep)
-        if stored is not None:
-            return stored
-    elif isinstance(conn, sqlite3.Connection):
-        # So does SQLite, with statements per batch rather than per message (store_sqlite).
+    if isinstance(conn, sqlite3.Connection):
+        # SQLite runs statements per batch rather than per message (store_sqlite).
         stored = store_sqlite.store_messages(conn, drafts, keep)
         if stored is not None:
             return stored
@@ -371,22 +381,6 @@ def store_messages(conn: sqlite3.Connection, drafts: list[Draft], keep: int) -> 
             "DELETE FROM messages WHERE room_id = ? AND seq <= ?", (room_id, last_seq - keep)
         )
     return results
-
-
-def store_alone(conn: sqlite3.Connection, draft: Draft, keep: int) -> Stored:
-    """Store one message with Database.run_alone: no transaction is open around this call.
-
-    PostgreSQL stores it in one statement (its own transaction); when that fails, and
-    on SQLite (whose run_alone is run), it goes the batch's way.
-    """
-    pg = getattr(conn, "pg", None)
-    if pg is None:
-        return store_messages(conn, [draft], keep)[0]
-    stored = store_pg.store_alone(pg, draft, keep)
-    if stored is not None:
-        return stored
-    with pg.transaction():
-        return store_messages(conn, [draft], keep)[0]
 
 
 def _store_one(conn: sqlite3.Connection, d: Draft, touched: dict[str, int]) -> Stored:

@@ -1,7 +1,8 @@
-"""PostgreSQL's fast path for storing a batch of messages: one round trip, every statement pipelined.
+"""PostgreSQL's fast path for storing messages: a batch in one round trip, with no transaction around it.
 
-chat.store.store_messages uses it when the database is PostgreSQL, and falls back to
-storing draft by draft (its portable SQL) when this returns None.
+chat.store.store_alone uses it when the database is PostgreSQL (through
+Database.run_alone, which opens no transaction), and falls back to storing draft by
+draft in a transaction of its own (the portable SQL) when this returns None.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from chat.errors import client_msg_id_reused, not_a_member, room_not_found
 from chat.models import Draft, Stored, message_row
@@ -37,11 +39,9 @@ WITH dup AS (
 SELECT false AS dup, * FROM ins UNION ALL SELECT true AS dup, * FROM dup
 """
 
-# STORE_ONE and the room's retention in one statement, which is its own transaction:
-# a lone message (most of them, below a few hundred a second) costs one round trip
-# instead of three (BEGIN, the pipeline, COMMIT). The DELETE sees the rows as they were
-# before the statement, so it never touches the message being inserted.
-STORE_ONE_ALONE = STORE_ONE.replace(
+# A lone message: STORE_ONE and its room's retention in one statement. The DELETE sees
+# the rows as they were before the statement, so it never touches the new message.
+STORE_ONE_TRIMMED = STORE_ONE.replace(
     "SELECT false AS dup, * FROM ins UNION ALL",
     """, trim AS (
     DELETE FROM messages WHERE room_id = %(r)s
@@ -50,44 +50,41 @@ STORE_ONE_ALONE = STORE_ONE.replace(
 SELECT false AS dup, * FROM ins UNION ALL""",
 )
 
+# A batch trims each room once, after every draft: a draft of this batch must still
+# find (as a duplicate) a message that the batch's later drafts push out.
 TRIM_ROOM = """
 DELETE FROM messages WHERE room_id = %(r)s
   AND seq <= (SELECT last_seq FROM rooms WHERE id = %(r)s) - %(keep)s
 """
 
 
-def store_messages(
+def store_alone(
     conn: psycopg.Connection[Any], drafts: list[Draft], keep: int
 ) -> list[Stored] | None:
-    """chat.store.store_messages in one round trip: every draft's statements pipelined.
+    """Store a batch in one round trip, on a connection with no transaction open.
 
-    Each draft is one statement (STORE_ONE). Any error drops back to the savepoint
-    and returns None, and the caller stores the batch draft by draft instead.
+    One draft is one statement, its own transaction: no BEGIN or COMMIT to wait for
+    (the usual case below a few hundred messages a second). Several are one
+    transaction, BEGIN, a statement each and COMMIT pipelined, in room order, so two
+    workers' batches lock rooms in the same order and never deadlock. Any error
+    rolls back and returns None: the caller then stores the batch draft by draft.
     """
     order = sorted(range(len(drafts)), key=lambda i: drafts[i].room)  # lock order
     try:
-        with conn.pipeline():
-            conn.execute("SAVEPOINT batch")
-            cursors = [
-                conn.execute(
-                    STORE_ONE,
-                    {
-                        "r": drafts[i].room,
-                        "u": drafts[i].user,
-                        "b": drafts[i].body,
-                        "t": drafts[i].ts,
-                        "c": drafts[i].client_msg_id,
-                    },
-                )
-                for i in order
-            ]
-            # Retention, in the same round trip: it needs each room's seq, not our results.
-            for room_id in dict.fromkeys(drafts[i].room for i in order):
-                conn.execute(TRIM_ROOM, {"r": room_id, "keep": keep})
-        rows = [cur.fetchall() for cur in cursors]
+        if len(drafts) == 1:
+            rows = [conn.execute(STORE_ONE_TRIMMED, _params(drafts[0], keep)).fetchall()]
+        else:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                cursors = [conn.execute(STORE_ONE, _params(drafts[i], keep)) for i in order]
+                for room_id in dict.fromkeys(drafts[i].room for i in order):
+                    conn.execute(TRIM_ROOM, {"r": room_id, "keep": keep})
+                conn.execute("COMMIT")
+            rows = [cur.fetchall() for cur in cursors]
     except psycopg.Error as exc:
-        log.info("pipelined batch of %d failed (%s); storing one by one", len(drafts), exc)
-        conn.execute("ROLLBACK TO SAVEPOINT batch")
+        log.info("storing a batch of %d failed (%s); storing one by one", len(drafts), exc)
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
         return None
     results: list[Stored] = [Stored()] * len(drafts)
     for i, found in zip(order, rows, strict=True):
@@ -95,26 +92,8 @@ def store_messages(
     return results
 
 
-def store_alone(conn: psycopg.Connection[Any], draft: Draft, keep: int) -> Stored | None:
-    """One draft in one statement, outside any transaction (Database.run_alone).
-
-    Returns None when the statement fails; the caller then stores the draft in a
-    transaction of its own.
-    """
-    params = {
-        "r": draft.room,
-        "u": draft.user,
-        "b": draft.body,
-        "t": draft.ts,
-        "c": draft.client_msg_id,
-        "keep": keep,
-    }
-    try:
-        found = conn.execute(STORE_ONE_ALONE, params).fetchall()
-    except psycopg.Error as exc:
-        log.info("storing one message failed (%s); trying again in a transaction", exc)
-        return None
-    return _outcome(conn, draft, found)
+def _params(d: Draft, keep: int) -> dict[str, Any]:
+    return {"r": d.room, "u": d.user, "b": d.body, "t": d.ts, "c": d.client_msg_id, "keep": keep}
 
 
 def _outcome(conn: psycopg.Connection[Any], d: Draft, found: list[Any]) -> Stored:

@@ -17,7 +17,7 @@ from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
 
 from chat.models import Draft, Stored
-from chat.store import store_alone, store_messages
+from chat.store import store_alone
 from core.database import Database
 from core.errors import ChatError
 
@@ -73,10 +73,7 @@ class MessageWriter:
     def _write(self, batch: list[tuple[Draft, AsyncResult[Stored] | None]]) -> None:
         started = time.perf_counter()
         try:
-            if len(batch) == 1:  # the usual case below a few hundred messages a second
-                stored = [self._db.run_alone(store_alone, batch[0][0], self._keep)]
-            else:
-                stored = self._db.run(store_messages, [d for d, _ in batch], self._keep)
+            stored = self._db.run_alone(store_alone, [d for d, _ in batch], self._keep)
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             stored = [Stored(error=STORE_FAILED)] * len(batch)

@@ -1,7 +1,8 @@
-"""store_messages decides every draft of a mixed batch as if they were stored one by one, on every path.
+"""store_alone decides every draft of a mixed batch as if they were stored one by one, on every path.
 
-The paths: SQLite's fast path (chat/store_sqlite.py), SQLite draft by draft (the
-portable fallback), and PostgreSQL's pipelined path (chat/store_pg.py).
+The paths: SQLite's fast path (chat/store_sqlite.py), PostgreSQL's (chat/store_pg.py:
+one statement for a lone draft, one pipelined transaction for several), and draft by
+draft, the portable fallback, on both.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chat import store, store_sqlite
+from chat import store, store_pg, store_sqlite
 from chat.models import Draft, Stored
 from core.database import Database, open_database
 from tests.support import (
@@ -35,26 +36,30 @@ SEED = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "sqlite-draft-by-draft", "postgresql"])
+@pytest.fixture(
+    params=["sqlite", "sqlite-draft-by-draft", "postgresql", "postgresql-draft-by-draft"]
+)
 def db(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Database]:
-    if request.param == "postgresql":
+    if request.param.startswith("postgresql"):
         require_service(postgres_unavailable())
         url = new_postgres_schema()
     else:
         url = f"sqlite:///{tmp_path / 'greenroom.db'}"
-        if request.param == "sqlite-draft-by-draft":
-            monkeypatch.setattr(store_sqlite, "store_messages", lambda conn, drafts, keep: None)
-        else:  # the fast path must not fall back here: that would test the other path
-            fast = store_sqlite.store_messages
+    module = store_pg if request.param.startswith("postgresql") else store_sqlite
+    name = "store_alone" if module is store_pg else "store_messages"
+    fast = getattr(module, name)
+    if request.param.endswith("draft-by-draft"):
+        monkeypatch.setattr(module, name, lambda conn, drafts, keep: None)
+    else:  # the fast path must not fall back here: that would test the other path
 
-            def must_not_fall_back(conn: Any, drafts: list[Draft], keep: int) -> list[Stored]:
-                stored = fast(conn, drafts, keep)
-                assert stored is not None, "the fast path fell back"
-                return stored
+        def must_not_fall_back(conn: Any, drafts: list[Draft], keep: int) -> list[Stored]:
+            stored = fast(conn, drafts, keep)
+            assert stored is not None, "the fast path fell back"
+            return stored
 
-            monkeypatch.setattr(store_sqlite, "store_messages", must_not_fall_back)
+        monkeypatch.setattr(module, name, must_not_fall_back)
     database = open_database(url)
     database.open()
     try:
@@ -68,8 +73,8 @@ def db(
 def store_batch(db: Database, drafts: list[tuple[str, str, str, str | None]]) -> list[Any]:
     """Store (room, user, body, client_msg_id) drafts as one batch; each outcome as
     (seq, body, duplicate) or the error code."""
-    stored: list[Stored] = db.run(
-        store.store_messages, [Draft(r, u, b, c, 0.0) for r, u, b, c in drafts], KEEP
+    stored: list[Stored] = db.run_alone(
+        store.store_alone, [Draft(r, u, b, c, 0.0) for r, u, b, c in drafts], KEEP
     )
     return [
         s.error.code if s.error else (s.message.seq, s.message.body, s.duplicate)  # type: ignore[union-attr]
@@ -143,43 +148,30 @@ def test_a_mixed_batch_is_decided_draft_by_draft(db: Database) -> None:
     assert rooms_now(db)["rc"][0] == 2
 
 
-MIXED = [
-    ("rb", "alice", "first", "k-old"),
-    ("rc", "bob", "b1", "b-1"),
-    ("rb", "alice", "retry of first", "k-old"),
-    ("rc", "alice", "k-old elsewhere", "k-old"),
-    ("rb", "alice", "n1", "k-new"),
-    ("ra", "bob", "not a member", "b-2"),
-    ("zz", "alice", "nowhere", None),
-    ("rb", "alice", "n2", None),
-    ("rb", "bob", "b3", None),
-]
-MIXED_OUTCOMES = [
-    (1, "first", False),
-    (1, "b1", False),
-    (1, "first", True),
-    "client_msg_id_reused",
-    (2, "n1", False),
-    "not_a_member",
-    "room_not_found",
-    (3, "n2", False),
-    (4, "b3", False),
-]
-
-
-def store_alone(db: Database, draft: tuple[str, str, str, str | None]) -> Any:
-    """One draft the writer's way for a batch of one (run_alone, no transaction around it)."""
-    r, u, b, c = draft
-    s: Stored = db.run_alone(store.store_alone, Draft(r, u, b, c, 0.0), KEEP)
-    return s.error.code if s.error else (s.message.seq, s.message.body, s.duplicate)  # type: ignore[union-attr]
-
-
-def test_a_lone_draft_is_decided_as_in_a_batch(
-    db: Database, caplog: pytest.LogCaptureFixture
-) -> None:
-    """PostgreSQL's one-statement path gives every outcome the batch gives, trimming included."""
-    assert [store_alone(db, d) for d in MIXED] == MIXED_OUTCOMES
-    assert "trying again in a transaction" not in caplog.text  # no fallback hid a failure
+def test_lone_drafts_are_decided_as_in_a_batch(db: Database) -> None:
+    """A batch of one (PostgreSQL: one statement, no transaction) gives every outcome a batch gives."""
+    drafts = [
+        ("rb", "alice", "first", "k-old"),
+        ("rc", "bob", "b1", "b-1"),
+        ("rb", "alice", "retry of first", "k-old"),
+        ("rc", "alice", "k-old elsewhere", "k-old"),
+        ("rb", "alice", "n1", "k-new"),
+        ("ra", "bob", "not a member", "b-2"),
+        ("zz", "alice", "nowhere", None),
+        ("rb", "alice", "n2", None),
+        ("rb", "bob", "b3", None),
+    ]
+    assert [store_batch(db, [d])[0] for d in drafts] == [
+        (1, "first", False),
+        (1, "b1", False),
+        (1, "first", True),
+        "client_msg_id_reused",
+        (2, "n1", False),
+        "not_a_member",
+        "room_not_found",
+        (3, "n2", False),
+        (4, "b3", False),
+    ]
     assert rooms_now(db) == {
         "ra": (0, []),
         "rb": (4, [(2, "alice", "n1"), (3, "alice", "n2"), (4, "bob", "b3")]),
@@ -187,12 +179,22 @@ def test_a_lone_draft_is_decided_as_in_a_batch(
     }
 
 
-def test_a_lone_draft_falls_back_to_a_transaction(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_failed_postgresql_batch_rolls_back_and_is_stored_draft_by_draft(
+    size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When the one statement fails, the draft is stored the batch's way, with the same outcome."""
-    from chat import store_pg
-
-    monkeypatch.setattr(store_pg, "STORE_ONE_ALONE", "SELECT no_such_column FROM rooms")
-    assert [store_alone(db, d) for d in MIXED] == MIXED_OUTCOMES
-    assert rooms_now(db)["rb"][0] == 4
+    """The fast path's error leaves no transaction open, and every draft is still stored once."""
+    require_service(postgres_unavailable())
+    database = open_database(new_postgres_schema())
+    database.open()
+    try:
+        database.run(lambda conn: [conn.execute(sql) for sql in SEED])
+        broken = "SELECT no_such_column FROM rooms"
+        monkeypatch.setattr(store_pg, "STORE_ONE", broken)
+        monkeypatch.setattr(store_pg, "STORE_ONE_TRIMMED", broken)
+        drafts = [("rb", "alice", f"m{n}", f"k{n}") for n in range(size)]
+        assert store_batch(database, drafts) == [(n + 1, f"m{n}", False) for n in range(size)]
+        assert rooms_now(database)["rb"][0] == size
+    finally:
+        database.close()
+        drop_postgres_schemas()
