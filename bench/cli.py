@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import sys
 import time
@@ -249,6 +251,8 @@ def main(
     click.echo(report.table(results))
     click.echo("")
     click.echo(report.ratios(results))
+    if costs := report.connect_costs(results):
+        click.echo(costs)
     if summary:
         click.echo(
             "\nUnder attack (many rooms + 1 unauthenticated flooder + 1 never-reading ping flooder):"
@@ -391,9 +395,13 @@ def run_idle(target: Target, idle_conns: int) -> Result:
     say(f"idle: opening {idle_conns} connections in rooms of 100")
     rooms = []
     per_room = min(100, idle_conns)
+    connect_cpu = 0.0
     for _ in range(max(1, idle_conns // per_room)):
         try:
-            rooms += open_rooms(target, 1, per_room, lambda _: None)
+            room_id = target.new_room()  # made apart: only connecting and joining are timed
+            cpu0 = target.cpu_seconds()
+            rooms += open_rooms(target, 1, per_room, lambda _: None, room_ids=[room_id])
+            connect_cpu += target.cpu_seconds() - cpu0
         except (OSError, TimeoutError, ConnectionError) as exc:
             # A server that runs out (file descriptors, memory) holds what it holds.
             say(
@@ -403,6 +411,11 @@ def run_idle(target: Target, idle_conns: int) -> Result:
     say(f"  {target.name}: {len(rooms) * per_room} connections open")
     gevent.sleep(1.0)
     idle = drive(target, "idle", rooms, rate=len(rooms), seconds=1.0, conn_baseline_rss=base_rss)
+    opened = len(rooms) * per_room
+    idle = dataclasses.replace(
+        idle, connect_cpu_us_per_conn=round(connect_cpu * 1e6 / opened, 1) if opened else math.nan
+    )
+    say(f"  idle: connecting and joining took {idle.connect_cpu_us_per_conn} µs of server CPU each")
     # One probe per room on average; what matters is that every probe arrives.
     say(f"  idle: {idle.rss_per_conn_kib} KiB/conn, delivered {idle.delivered}/{idle.expected}")
     close_rooms(rooms)

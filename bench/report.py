@@ -78,6 +78,16 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def connect_costs(results: list[Result]) -> str:
+    """Each server's CPU per connection to connect, authenticate and join (the idle scenario)."""
+    costs = [
+        f"{r.server} {r.connect_cpu_us_per_conn:,.0f} µs"
+        for r in results
+        if r.scenario == "idle" and not math.isnan(r.connect_cpu_us_per_conn)
+    ]
+    return "Connecting and joining, server CPU per connection: " + ", ".join(costs) if costs else ""
+
+
 def ratios(results: list[Result]) -> str:
     """Greenroom against each baseline, per scenario (below 1 is better for CPU and memory)."""
     out = []
@@ -91,6 +101,7 @@ def ratios(results: list[Result]) -> str:
             ("fan-out 50k/s", "cpu_us_per_delivery", "CPU per delivery"),
             ("many rooms", "cpu_us_per_delivery", "CPU per delivery"),
             ("idle", "rss_per_conn_kib", "RSS per connection"),
+            ("idle", "connect_cpu_us_per_conn", "CPU to connect and join"),
         ):
             g, b = pick("greenroom", scenario), pick(base, scenario)
             if g and b and getattr(b, field) and not math.isnan(getattr(b, field)):

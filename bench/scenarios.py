@@ -8,6 +8,7 @@ and duplicates are counted per member.
 from __future__ import annotations
 
 import dataclasses
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -87,6 +88,9 @@ class Result:
     rss_per_conn_kib: float
     loadgen_cpu_pct: float
     loadgen_bound: bool
+    # idle only: server CPU to open, authenticate and join each connection (accounts
+    # and rooms are made before, so password hashing is left out).
+    connect_cpu_us_per_conn: float = math.nan
 
     @property
     def clean(self) -> bool:
@@ -104,13 +108,18 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 
 def open_rooms(
-    target: Target, rooms: int, members: int, progress: Callable[[str], None]
+    target: Target,
+    rooms: int,
+    members: int,
+    progress: Callable[[str], None],
+    room_ids: list[str] | None = None,
 ) -> list[Room]:
+    """rooms of members connections each, joined; in room_ids when given (made beforehand)."""
     target.prepare(rooms * members)
     pool = gevent.pool.Pool(64)
     out = []
-    for _ in range(rooms):
-        room_id = target.new_room()
+    for n in range(rooms):
+        room_id = room_ids[n] if room_ids else target.new_room()
         conns = list(pool.imap(lambda i, r=room_id: target.open(i, r), range(members)))
         receivers = [Receiver() for _ in conns]
         for conn, rec in zip(conns, receivers, strict=True):
