@@ -36,7 +36,7 @@ from chat.routes import bp as rooms_bp  # noqa: E402
 from chat.writer import MessageWriter  # noqa: E402
 from chat.ws import bp as ws_bp  # noqa: E402
 from chat.ws import server_options, sock  # noqa: E402
-from core import logs  # noqa: E402
+from core import logs, metrics  # noqa: E402
 from core.backplane import LocalBackplane, open_backplane  # noqa: E402
 from core.claim import ClaimError, claim_database  # noqa: E402
 from core.clock import SYSTEM, Clock  # noqa: E402
@@ -128,7 +128,7 @@ def build(settings: Settings, clock: Clock = SYSTEM) -> Greenroom:
     registry: RoomRegistry[Connection] = RoomRegistry()
     auth.live_sessions = registry.live_sessions
     fanout = Fanout(registry, StoredFrames(db), settings.GAP_WAIT_S, clock)
-    writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, Publisher(fanout, backplane))
+    writer = MessageWriter(db, settings.ROOM_HISTORY_LIMIT, Publisher(fanout, backplane, clock))
     rooms = Rooms(
         db,
         settings,
@@ -187,6 +187,7 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
     for bp in (auth_bp, rooms_bp, users_bp, ws_bp, web_bp):
         app.register_blueprint(bp)
     sock.init_app(app)
+    metrics.install(app, settings, [gr.live.gauges, gr.backplane.gauges], clock)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -222,6 +223,7 @@ def start(app: Flask, signals: bool = True) -> None:
     gr.writer.start()
     gr.backplane.start()
     gr.sweeper.start()
+    metrics.start(app)
     if signals:
         _chain_sigterm(app)
     log.info(
@@ -250,13 +252,15 @@ def _limiter(
             "create-room": (s.ROOM_CREATE_MAX, s.ROOM_CREATE_WINDOW_S),
         }[what]
         rate, burst = count / window, count
+    # "login-address" is counted as "login" (Auth counts a refused login once).
+    name = "" if what == "login-address" else what
     client = getattr(backplane, "client", None)
     if client is None:
-        return RateLimiter(rate, burst)
+        return RateLimiter(rate, burst, name)
     if what == "send":
         prefix = f"{settings.BACKPLANE_CHANNEL}:send:"
-        return SyncedRateLimiter(client, prefix, rate, burst, s.SEND_LIMIT_SYNC_S, clock)
-    return SharedRateLimiter(client, f"{settings.BACKPLANE_CHANNEL}:{what}:", rate, burst)
+        return SyncedRateLimiter(client, prefix, rate, burst, s.SEND_LIMIT_SYNC_S, clock, name)
+    return SharedRateLimiter(client, f"{settings.BACKPLANE_CHANNEL}:{what}:", rate, burst, name)
 
 
 def _redacted(url: str) -> str:

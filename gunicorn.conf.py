@@ -9,8 +9,11 @@ to start, saying why.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import sys
+import tempfile
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ limit_request_field_size = 8190
 
 
 def on_starting(server: Arbiter) -> None:
+    _fresh_metrics_dir()
     workers = server.cfg.workers
     if workers <= 1:
         return
@@ -43,6 +47,38 @@ def on_starting(server: Arbiter) -> None:
         )
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+
+# Metrics (core/metrics.py): every worker writes its values as files in one directory,
+# and whichever worker answers GET /metrics reads them all (prometheus_client's
+# multiprocess mode). The directory must be set before a worker first imports
+# prometheus_client (workers import it when their app starts), and must start empty:
+# files left by an earlier run would add its totals to this one's.
+_made_metrics_dir: str | None = None
+
+
+def _fresh_metrics_dir() -> None:
+    global _made_metrics_dir
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for path in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(path)
+        return
+    _made_metrics_dir = tempfile.mkdtemp(prefix="greenroom-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_metrics_dir
+
+
+def child_exit(server: Arbiter, worker: Worker) -> None:
+    """A worker ended: its live gauges (connections, rooms, ...) leave the sums; its counts stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped in 0.26
+
+
+def on_exit(server: Arbiter) -> None:
+    if _made_metrics_dir is not None:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def post_worker_init(worker: Worker) -> None:

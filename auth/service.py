@@ -16,6 +16,7 @@ from core.clock import Clock
 from core.database import Database
 from core.errors import ChatError, bad_request, rate_limited, unauthorized
 from core.events import SessionClosed, SessionIdle
+from core.metrics import TALLY
 from core.ratelimit import RateLimiter
 from core.settings import Settings
 from core.web import Principal
@@ -136,6 +137,7 @@ class Auth:
             self._failures.wait_time(key, now), self._address_failures.wait_time(client, now)
         )
         if wait > 0:
+            self._failures.refused()  # the `login` limit (either budget)
             raise rate_limited(wait)
         row = self._db.run(store.find_user, username) if USERNAME_RE.fullmatch(username) else None
         # A password that is not valid text can never match; it is still hashed, for even timing.
@@ -154,6 +156,7 @@ class Auth:
                 log.info(
                     "failed login for an unknown user (%d chars) from %s", len(username), client
                 )
+            TALLY.login_failures += 1
             raise ChatError(401, "invalid_credentials", "The username or password is wrong.")
         assert row is not None  # verify() is False without a stored hash
         token = new_token()

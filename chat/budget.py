@@ -44,6 +44,7 @@ class InboundBudget:
         self.frames = TokenBucket(frames_per_s, burst_frames, now)
         self.bytes = TokenBucket(bytes_per_s, burst_bytes, now)
         self._held_since: float | None = None
+        self.holds = 0  # times the reader began to be held back (for the metrics)
         self._waited = False  # the last wait_s asked the reader to wait
 
     def wait_s(self, now: float) -> float:
@@ -54,6 +55,7 @@ class InboundBudget:
         if wait > 0:
             if self._held_since is None:
                 self._held_since = now
+                self.holds += 1
         elif not self._waited:
             # Only a read that did not have to wait first ends the hold: a flood that is
             # read as fast as the budget allows is still over budget.

@@ -34,6 +34,7 @@ from wsproto.utilities import LocalProtocolError
 
 from chat.budget import FrameCounter, InboundBudget
 from core.clock import Clock, Timer
+from core.metrics import TALLY, bump, trip
 from core.settings import Settings
 from core.wire import CLOSE_TOO_MANY_FRAMES, CLOSE_TOO_SLOW, PING_FRAME, text_frame
 
@@ -204,6 +205,9 @@ class Connection:
         # Spawned on first need: with the fast path in push(), an idle or keeping-up
         # connection never needs one, which saves a greenlet (~12 KB) per connection.
         self._writer: gevent.Greenlet[..., None] | None = None
+        # The close code simple-websocket sent on its own (1009: a message over the limit).
+        self._library_close: int | None = None
+        TALLY.ws_opened += 1
 
     def __repr__(self) -> str:
         return f"<Connection {self.username} fd={self._fileno()}>"
@@ -213,6 +217,11 @@ class Connection:
             return self._sock.fileno()
         except OSError:
             return -1
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the outbox or being written (the outbox_bytes gauge)."""
+        return self._outbox_bytes + self._inflight
 
     @property
     def open(self) -> bool:
@@ -232,9 +241,12 @@ class Connection:
         limits = self._limits
         while True:
             now = self._clock.monotonic()
+            holds = self._budget.holds
             wait = self._budget.wait_s(now)
             if wait <= 0:
                 break
+            if self._budget.holds != holds:
+                trip("inbound_budget" if self._authenticated else "auth_budget")
             if self.close_code is not None:
                 self._stopped_reading = True
                 return False
@@ -306,6 +318,8 @@ class Connection:
         self._wake_writer()
 
     def _too_slow(self) -> None:
+        if self.close_code is None:
+            trip("outbox_full")
         log.warning(
             "closing slow client %s: %d frames, %d bytes queued",
             self.username,
@@ -404,6 +418,12 @@ class Connection:
             return
         self.close_code = code
         self._close_reason = reason
+        if self._library_close is not None:
+            bump(TALLY.ws_closes, str(self._library_close))
+        elif self._reader_finished and not self._stopped_reading:
+            bump(TALLY.ws_closes, "peer")  # the client closed or hung up first
+        else:
+            bump(TALLY.ws_closes, str(code))
         if code == CLOSE_TOO_SLOW:
             # Drop what is queued, except the rest of a frame already half written:
             # the close frame must start on a frame boundary.
@@ -443,6 +463,8 @@ class Connection:
         except gevent.Timeout as fired:
             if fired is not timer:
                 raise
+            if not self._authenticated:
+                trip("auth_deadline")
             return None
         finally:
             timer.close()
@@ -486,7 +508,15 @@ class Connection:
                 ws.connected = ws._handle_events()  # type: ignore[attr-defined]  # private, not in the stubs
             except LocalProtocolError:
                 ws.connected = False
+            if not ws.connected and self._over_size_limit():
+                self._library_close = 1009
+                trip("oversized_message")
         return self._inbox.pop(0)
+
+    def _over_size_limit(self) -> bool:
+        """Whether simple-websocket stopped because a message grew past MAX_FRAME_BYTES (it sent 1009)."""
+        limit: int | None = getattr(self.ws, "max_message_size", None)
+        return limit is not None and getattr(self.ws, "incoming_message_len", 0) > limit
 
     def _wake_writer(self) -> None:
         if self._writer is None:
@@ -519,6 +549,7 @@ class Connection:
         except OSError:
             pass
         finally:
+            TALLY.ws_closed += 1
             self._writer_finished = True
             self.abort()
             try:

@@ -23,6 +23,7 @@ from typing import Any
 
 from chat.models import Sender
 from core.clock import Clock
+from core.metrics import TALLY
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,12 @@ class Fanout:
             feed.position + 1,
             self._clock.monotonic() - feed.gap_since,
         )
+        TALLY.gap_fills += 1
         self._fill(room, feed, min(feed.held))
 
     def resync(self) -> None:
         """Backplane traffic may have been lost (Redis reconnected): catch every feed up from the database."""
+        TALLY.resyncs += 1
         for room, feed in list(self._feeds.items()):
             if feed.position is not None:
                 self._schedule(0, functools.partial(self._refill, room, feed, None))
@@ -220,6 +223,7 @@ class Fanout:
                     )
                     feed.position = before - 1
                 self.filled += len(rows)
+                TALLY.gap_filled += len(rows)
                 out: list[tuple[str, int, bytes]] = []
                 for seq, frame in rows:
                     if seq == feed.position + 1:
@@ -255,11 +259,15 @@ class Fanout:
         # A lone message goes straight out; corking only pays when there is something to join.
         cork = len(out) > 1
         rooms: dict[str, None] = {}
+        handed = 0
         for room, seq, frame in out:
             rooms[room] = None
-            for conn in self._registry.subscribers(room):
+            subscribers = self._registry.subscribers(room)
+            handed += len(subscribers)
+            for conn in subscribers:
                 if conn.deliver(room, seq, frame, cork):
                     touched[conn] = None
+        TALLY.frames_delivered += handed
         for conn in touched:
             conn.flush()
         for room in rooms:

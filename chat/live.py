@@ -151,6 +151,12 @@ class Live:
     def connections(self) -> list[Connection]:
         return self.registry.connections()
 
+    def gauges(self) -> dict[str, float]:
+        """This worker's live values for core.metrics (read once a second and at a scrape)."""
+        users, rooms = self.registry.sizes()
+        queued = sum(conn.queued_bytes for conn in self.registry.connections())
+        return {"ws_users": users, "rooms_live": rooms, "outbox_bytes": queued}
+
     def close_all(self, code: int, reason: str) -> list[Connection]:
         conns = self.registry.connections()
         for conn in conns:
@@ -266,7 +272,15 @@ class Live:
         assert conn.username is not None
         self._rooms.check_rate(conn.username, room=room_id, client_msg_id=client_msg_id)
         self._writer.submit(
-            Draft(room_id, conn.username, body, client_msg_id, self._clock.time(), sender=conn)
+            Draft(
+                room_id,
+                conn.username,
+                body,
+                client_msg_id,
+                self._clock.time(),
+                sender=conn,
+                received=self._clock.monotonic(),
+            )
         )
 
     def read(self, conn: Connection, room_id: str, seq: int) -> None:

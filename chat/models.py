@@ -48,6 +48,8 @@ class Draft:
     ts: float
     # The WebSocket connection that gets the ack or error (None for REST posts).
     sender: Sender | None = None
+    # When the send frame was read (monotonic), for the send-to-ack latency metric.
+    received: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -124,5 +124,9 @@ class RoomRegistry(Generic[C]):
     def connections(self) -> list[C]:
         return list(self._owner)
 
+    def sizes(self) -> tuple[int, int]:
+        """(users with a live connection, rooms with a subscriber): for the metrics."""
+        return len(self._users), len(self._rooms)
+
     def __len__(self) -> int:
         return len(self._owner)

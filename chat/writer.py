@@ -20,6 +20,7 @@ from chat.models import Draft, Stored
 from chat.store import store_alone
 from core.database import Database
 from core.errors import ChatError
+from core.metrics import TALLY
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ class MessageWriter:
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             stored = [Stored(error=STORE_FAILED)] * len(batch)
+            TALLY.store_failures += len(batch)
+        else:
+            TALLY.messages_stored += sum(1 for s in stored if s.message is not None)
+            TALLY.sample(TALLY.commit_s, time.perf_counter() - started)
+            TALLY.sample(TALLY.batch_sizes, len(batch))
         outcomes = [(d, s) for (d, _), s in zip(batch, stored, strict=True)]
         for start in range(0, len(outcomes), PUBLISH_SLICE):
             if start:

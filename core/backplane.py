@@ -40,6 +40,7 @@ from gevent.event import Event as Flag
 from core import events
 from core.clock import Clock
 from core.events import Event, Messages, Resubscribed, Tick
+from core.metrics import TALLY
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ class LocalBackplane:
     def publish_messages(self, items: Items) -> None:
         """This worker delivers its own messages itself; nobody else needs them."""
 
+    def gauges(self) -> dict[str, float]:
+        """Live values for core.metrics: alone, nothing waits and nothing is cut off."""
+        return {"backplane_backlog": 0, "backplane_connected": 1}
+
     def start(self) -> None:
         """Start talking to the other workers (nothing to do alone)."""
 
@@ -203,7 +208,11 @@ class RedisBackplane(LocalBackplane):
         self._wake = Flag()
         self._greenlets: list[gevent.Greenlet[..., None]] = []
         self._heard_at = self._clock.monotonic()
+        self._queued_at = self._heard_at  # when the backlog last went from empty to not
         self.dropped = 0
+
+    def gauges(self) -> dict[str, float]:
+        return {"backplane_backlog": len(self._backlog), "backplane_connected": int(self.connected)}
 
     def start(self) -> None:
         self._greenlets = [
@@ -223,6 +232,7 @@ class RedisBackplane(LocalBackplane):
         if not items:
             return
         last = self._backlog[-1] if self._backlog else None
+        TALLY.bp_messages += len(items)
         if isinstance(last, _Batch) and last.fits(items):
             last.add(items)  # one payload for every batch since the last event
             return
@@ -238,10 +248,13 @@ class RedisBackplane(LocalBackplane):
         self._queue(encode_event(self.worker_id, events.encode(event)))
 
     def _queue(self, entry: bytes | _Batch) -> None:
+        if not self._backlog:
+            self._queued_at = self._clock.monotonic()
         self._backlog.append(entry)
         if len(self._backlog) > MAX_BACKLOG:
             self._backlog.popleft()
             self.dropped += 1
+            TALLY.bp_dropped += 1
             if self.dropped % 10_000 == 1:
                 log.error("backplane: Redis unreachable, dropped %d old publishes", self.dropped)
         self._wake.set()
@@ -261,6 +274,8 @@ class RedisBackplane(LocalBackplane):
                 entries = [self._backlog.popleft() for _ in range(n)]
                 try:
                     self._send(entries)
+                    TALLY.bp_payloads += n
+                    TALLY.sample(TALLY.publish_lag_s, self._clock.monotonic() - self._queued_at)
                     delay = 0.05
                     if failing_since is not None:
                         log.warning(
@@ -271,6 +286,7 @@ class RedisBackplane(LocalBackplane):
                 except self._errors as exc:
                     # Put them back in order, and try again: late beats lost.
                     self._backlog.extendleft(reversed(entries))
+                    TALLY.bp_failures += 1
                     if failing_since is None:
                         failing_since = self._clock.monotonic()
                         log.warning("backplane: publish failed (%s); keeping and retrying", exc)
@@ -301,6 +317,7 @@ class RedisBackplane(LocalBackplane):
                 self.connected = True
                 delay = 0.05
                 self._heard_at = self._clock.monotonic()
+                TALLY.bp_resubscribed += 1
                 log.info("backplane: subscribed to %s as worker %s", self._channel, self.worker_id)
                 self._run_hook(Resubscribed())
                 self._receive(pubsub)
@@ -340,6 +357,7 @@ class RedisBackplane(LocalBackplane):
             return
         if origin == self.worker_id:
             return  # handled here when it was sent
+        TALLY.bp_received += 1
         try:
             event = Messages(body) if isinstance(body, list) else events.decode(body)
         except ValueError as exc:

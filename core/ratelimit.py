@@ -17,6 +17,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from core.clock import Clock, Timer
+from core.metrics import TALLY, bump
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,10 @@ log = logging.getLogger(__name__)
 class RateLimiter:
     """`burst` tokens per key, refilled at `rate_per_s`; one action costs one token."""
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    def __init__(self, rate_per_s: float, burst: int, name: str = "") -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
+        self.name = name  # the `limit` label of greenroom_rate_limited_total; "" counts nothing
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, updated at)
 
     def _tokens(self, key: str, now: float) -> float:
@@ -42,9 +44,15 @@ class RateLimiter:
         """Take one token; return 0 on success, else the seconds to wait (nothing is taken)."""
         tokens = self._tokens(key, now)
         if tokens < 1:
+            self.refused()
             return (1 - tokens) / self.rate_per_s
         self._buckets[key] = (tokens - 1, now)
         return 0.0
+
+    def refused(self) -> None:
+        """Count a refusal for the metrics (callers that only peek with wait_time call it too)."""
+        if self.name:
+            bump(TALLY.rate_limited, self.name)
 
     def charge(self, key: str, now: float) -> None:
         """Take one token even if that leaves the bucket empty (used to count failures)."""
@@ -93,8 +101,10 @@ class SharedRateLimiter(RateLimiter):
     (the inherited ones) rather than refusing everyone: limits then hold per worker.
     """
 
-    def __init__(self, client: Any, prefix: str, rate_per_s: float, burst: int) -> None:
-        super().__init__(rate_per_s, burst)
+    def __init__(
+        self, client: Any, prefix: str, rate_per_s: float, burst: int, name: str = ""
+    ) -> None:
+        super().__init__(rate_per_s, burst, name)
         import redis
 
         self._no_script = redis.exceptions.NoScriptError
@@ -154,7 +164,11 @@ class SharedRateLimiter(RateLimiter):
 
     def acquire(self, key: str, now: float) -> float:
         wait = self._shared("take", key, now)
-        return super().acquire(key, now) if wait is None else wait
+        if wait is None:
+            return super().acquire(key, now)
+        if wait > 0:
+            self.refused()
+        return wait
 
     def charge(self, key: str, now: float) -> None:
         if self._shared("charge", key, now) is None:
@@ -204,9 +218,16 @@ class SyncedRateLimiter(RateLimiter):
     """
 
     def __init__(
-        self, client: Any, prefix: str, rate_per_s: float, burst: int, sync_s: float, clock: Clock
+        self,
+        client: Any,
+        prefix: str,
+        rate_per_s: float,
+        burst: int,
+        sync_s: float,
+        clock: Clock,
+        name: str = "",
     ) -> None:
-        super().__init__(rate_per_s, burst)
+        super().__init__(rate_per_s, burst, name)
         self.sync_s = sync_s
         self._client = client
         self._prefix = prefix

@@ -42,6 +42,7 @@ from gunicorn.workers import ggevent
 from werkzeug.exceptions import RequestTimeout
 
 from core.clock import monotonic
+from core.metrics import trip
 from core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ _REFUSALS = {
     500: ("Internal Server Error", "internal_error", "Something went wrong on the server."),
     501: ("Not Implemented", "bad_request", "That transfer coding is not supported."),
 }
+
+
+# The hostile-client limit (core.metrics.trip) behind each refusal of the server layer.
+_TRIPS = {408: "header_deadline", 414: "request_line_limit", 431: "header_limit"}
 
 
 def refusal(status: int) -> bytes:
@@ -113,6 +118,8 @@ class BodyDeadline:
     def _bounded(self, read: Callable[..., Any], *args: Any) -> Any:
         remaining = self.deadline - monotonic()
         if self.expired or remaining <= 0:
+            if not self.expired:
+                trip("body_deadline")
             self.expired = True
             raise RequestTimeout("The request body did not arrive in time.")
         timer = gevent.Timeout(remaining)
@@ -123,6 +130,7 @@ class BodyDeadline:
             if exc is not timer:
                 raise
             self.expired = True
+            trip("body_deadline")
             raise RequestTimeout("The request body did not arrive in time.") from None
         finally:
             timer.close()
@@ -207,6 +215,7 @@ class Handler(pywsgi.WSGIHandler):
         return pywsgi.headers_factory(BytesIO(b"".join(lines)))  # type: ignore[attr-defined]  # not in gevent's stubs
 
     def _refuse(self, status: int, why: str) -> None:
+        trip(_TRIPS.get(status, "malformed_request"))
         log.info("refused a request from %s with %d: %s", self.client_address[0], status, why)
         try:
             self.socket.sendall(refusal(status))
@@ -406,6 +415,7 @@ class GeventWorker(ggevent.GeventWorker):
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
+            trip("header_deadline")
             self.log.info("refused a request from %s with 408: headers too slow", addr[0])
             _write_quietly(client, refusal(408))
             return None
@@ -430,6 +440,7 @@ class GeventWorker(ggevent.GeventWorker):
                 status = 417
             else:
                 status = 400
+            trip(_TRIPS.get(status, "malformed_request"))
             self.log.info("refused a request from %s with %d: %r", addr[0], status, str(exc)[:200])
         else:
             self.log.exception("Error handling request")

@@ -98,6 +98,11 @@ class Settings:
 
     LOG_LEVEL: str = "INFO"
 
+    # Prometheus metrics at /metrics (core/metrics.py): on unless 0; with a token, only
+    # a scrape that sends `Authorization: Bearer <token>` gets them
+    METRICS: bool = True
+    METRICS_TOKEN: str = ""
+
     # With Redis: how often each worker settles its send-limit takes with the shared
     # buckets (the bound on overshoot is in docs/deployment.md, "Scaling out")
     SEND_LIMIT_SYNC_S: float = 0.5
@@ -130,6 +135,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
 
 
 def _parse(name: str, type_name: object, raw: str) -> object:
+    if type_name in ("bool", bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{env_name(name)}={raw!r} is not 1 or 0")
     try:
         if type_name in ("int", int):
             return int(raw.replace("_", ""))
@@ -143,6 +154,8 @@ def _parse(name: str, type_name: object, raw: str) -> object:
 def _check(settings: Settings) -> None:
     for field in dataclasses.fields(Settings):
         value = getattr(settings, field.name)
+        if isinstance(value, bool):
+            continue
         if isinstance(value, int | float) and field.name != "PORT" and value <= 0:
             raise SettingsError(f"{env_name(field.name)} must be positive, got {value}")
     if not 0 <= settings.PORT <= 65535:

@@ -9,6 +9,7 @@ from typing import Generic, Protocol, TypeVar
 import gevent
 
 from core.clock import Clock
+from core.metrics import TALLY
 from core.settings import Settings
 from core.wire import CLOSE_TIMEOUT
 from presence.rules import find_due_pings, find_stale
@@ -90,6 +91,8 @@ class Sweeper(Generic[W]):
         expired = self._expire_sessions(self._clock.time())
         for chore in self._chores:
             chore()
+        TALLY.sweeps += 1
+        TALLY.sessions_expired += len(expired)
         if stale or expired:
             log.info(
                 "sweep: closed %d silent connections, expired %d sessions", len(stale), len(expired)
