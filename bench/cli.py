@@ -47,7 +47,9 @@ def _setup_loadgen() -> None:
     default=",".join(TARGETS),
     show_default=True,
     help="Comma-separated servers to measure; greenroom@PATH runs Greenroom from the "
-    "checkout at PATH (e.g. an older commit, to compare before and after in one run).",
+    "checkout at PATH (e.g. an older commit, to compare before and after in one run); "
+    "greenroom+NAME=VALUE (also after @PATH, repeatable) gives that server a setting of "
+    "its own, e.g. greenroom,greenroom+GREENROOM_METRICS=0 for metrics on and off.",
 )
 @click.option(
     "--scenarios",
@@ -179,7 +181,9 @@ def main(
         raise click.UsageError("--server-env takes NAME=VALUE")
     for target in targets:
         if isinstance(target, Greenroom) and overrides:
-            target.env = _with_env(target.env, overrides)  # type: ignore[method-assign]
+            # A server's own +NAME=VALUE settings win over --server-env's.
+            mine = {**overrides, **target.settings}
+            target.env = _with_env(target.env, mine)  # type: ignore[method-assign]
     picked = {s.strip() for s in scenarios.split(",") if s.strip()}
     if picked - set(SCENARIOS) or not picked:
         raise click.UsageError(f"unknown scenarios: {', '.join(sorted(picked - set(SCENARIOS)))}")

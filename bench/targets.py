@@ -169,15 +169,18 @@ class Target:
 
 class Greenroom(Target):
     """Greenroom from this checkout, or from another one (`greenroom@PATH`: the same bench,
-    e.g. against a checkout of an older commit, to compare the two in one run)."""
+    e.g. against a checkout of an older commit, to compare the two in one run), optionally
+    with settings of its own (`greenroom+NAME=VALUE`: e.g. metrics off beside metrics on)."""
 
     name = "greenroom"
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, settings: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.settings = dict(settings or {})  # this server's own env, over every other
         if root is not None:
             self.root = root.resolve()
             self.name = f"greenroom@{root}"
+        self.name += "".join(f"+{k}={v}" for k, v in self.settings.items())
         self.tokens: list[str] = []
         self._owner = ""
         self._msg_ids = itertools.count(1)
@@ -209,6 +212,7 @@ class Greenroom(Target):
             # many-rooms opens about 100 sockets per account
             "GREENROOM_MAX_CONNECTIONS_PER_USER": "1000000",
             "GREENROOM_MAX_SESSIONS_PER_USER": "1000000",
+            **self.settings,
         }
 
     @property
@@ -479,15 +483,21 @@ TARGETS = {t.name: t for t in (Greenroom, SocketIOBaseline, WebsocketsBaseline, 
 
 
 def target_for(spec: str) -> Target:
-    """A server by name, or `greenroom@PATH`: Greenroom from the checkout at PATH."""
-    name, at, path = spec.partition("@")
+    """A server by name; `greenroom@PATH`: Greenroom from the checkout at PATH; and either
+    Greenroom followed by `+NAME=VALUE` settings of its own (`greenroom+GREENROOM_METRICS=0`)."""
+    # A + starts a setting only before NAME=, so a path may hold a + of its own.
+    base, *pairs = re.split(r"\+(?=[A-Za-z_][A-Za-z0-9_]*=)", spec)
+    settings = dict(pair.split("=", 1) for pair in pairs)
+    name, at, path = base.partition("@")
+    if settings and name != "greenroom":
+        raise ValueError(f"only greenroom takes +NAME=VALUE settings, not {spec!r}")
     if not at:
         if name not in TARGETS:
             raise ValueError(f"unknown server {spec!r}")
-        return TARGETS[name]()
+        return Greenroom(None, settings) if settings else TARGETS[name]()
     if name != "greenroom" or not path:
         raise ValueError(f"only greenroom@PATH takes a path, not {spec!r}")
     root = Path(path)
     if not (root / "Procfile").is_file() or not (root / "app.py").is_file():
         raise ValueError(f"{path} is not a Greenroom checkout (no Procfile and app.py)")
-    return Greenroom(root)
+    return Greenroom(root, settings)

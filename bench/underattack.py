@@ -189,11 +189,13 @@ BEFORE_AFTER_SCENARIOS = ("fan-out 10k/s", "fan-out 50k/s", CALM, ATTACKED)
 
 
 def before_after(results: list[Result]) -> list[dict[str, Any]]:
-    """For each `greenroom@PATH` measured beside `greenroom`: CPU per delivery and p99, both,
-    per scenario, and the ratio greenroom / greenroom@PATH (below 1: this checkout is cheaper)."""
+    """For each `greenroom@PATH` or `greenroom+NAME=VALUE` measured beside `greenroom`: CPU per
+    delivery and p99, both, per scenario, and the ratio greenroom / the other (below 1: this
+    checkout, with its default settings, is cheaper)."""
     rows = []
     now = {r.scenario: r for r in results if r.server == "greenroom"}
-    for other in dict.fromkeys(r.server for r in results if r.server.startswith("greenroom@")):
+    variants = ("greenroom@", "greenroom+")
+    for other in dict.fromkeys(r.server for r in results if r.server.startswith(variants)):
         then = {r.scenario: r for r in results if r.server == other}
         for scenario in BEFORE_AFTER_SCENARIOS:
             if scenario in now and scenario in then:

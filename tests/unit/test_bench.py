@@ -3,6 +3,7 @@ the scale-out comparison's rate search, connection split, /proc parsing and summ
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,8 @@ from bench.scaleout import (
     summaries,
 )
 from bench.scenarios import Receiver, Result, percentile
-from bench.targets import NODE_WS, TARGETS, NodeWsBaseline, with_workers
+from bench.targets import NODE_WS, TARGETS, Greenroom, NodeWsBaseline, target_for, with_workers
+from bench.underattack import before_after
 
 
 def message(seq: int) -> bytes:
@@ -305,3 +307,37 @@ def test_ratios_name_node_ws_as_a_baseline() -> None:
     runs = [result("greenroom", "many rooms", 100, 5), result("node-ws", "many rooms", 100, 5)]
     runs[0].cpu_us_per_delivery, runs[1].cpu_us_per_delivery = 30.0, 15.0
     assert "many rooms: Greenroom CPU per delivery = 2.00× node-ws" in ratios(runs)
+
+
+def test_server_specs_give_a_greenroom_settings_of_its_own(tmp_path: Path) -> None:
+    """greenroom+NAME=VALUE is a second Greenroom differing in that setting, with @PATH too;
+    its row in the before/after table compares it with plain greenroom."""
+    off = target_for("greenroom+GREENROOM_METRICS=0")
+    assert isinstance(off, Greenroom)
+    assert off.name == "greenroom+GREENROOM_METRICS=0"
+    assert off.env()["GREENROOM_METRICS"] == "0"
+    assert "GREENROOM_METRICS" not in target_for("greenroom").env()
+
+    checkout = tmp_path / "c+1"  # a + in a path is not a setting
+    checkout.mkdir()
+    (checkout / "Procfile").write_text("web: gunicorn 'app:build_app()'\n")
+    (checkout / "app.py").write_text("")
+    old = target_for(f"greenroom@{checkout}+A=1+B=x=y")
+    assert isinstance(old, Greenroom)
+    assert old.root == checkout.resolve()
+    assert old.settings == {"A": "1", "B": "x=y"}
+    assert old.name == f"greenroom@{checkout}+A=1+B=x=y"
+    assert isinstance(target_for(f"greenroom@{checkout}"), Greenroom)
+    with pytest.raises(ValueError):
+        target_for("websockets+A=1")
+
+    def many_rooms(server: str, cpu: float) -> Result:
+        return Result(server, "many rooms", 1000, 10, 1, 1, 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0, 0,
+                      cpu, 50.0, 0, 0, math.nan, 50.0, False)  # fmt: skip
+
+    rows = before_after(
+        [many_rooms("greenroom", 10.5), many_rooms("greenroom+GREENROOM_METRICS=0", 10)]
+    )
+    assert [(r["before"], r["cpu_ratio"]) for r in rows] == [
+        ("greenroom+GREENROOM_METRICS=0", 1.05)
+    ]
