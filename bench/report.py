@@ -154,10 +154,16 @@ def write_json(
 
 
 def chart(path: Path, results: list[Result]) -> bool:
-    """The fan-out chart; False (and no file) when no fan-out step was run."""
+    """The fan-out chart; False (and no file) when no fan-out step was run, or without
+    matplotlib (bench/requirements.txt, which `make bench` installs): the table and the
+    JSON file matter more than the picture."""
     if not any(r.scenario in ("saturation", "fan-out 50k/s") for r in results):
         return False
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install -r bench/requirements.txt)")
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
