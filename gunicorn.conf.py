@@ -29,8 +29,11 @@ limit_request_field_size = 8190
 
 
 def on_starting(server: Arbiter) -> None:
+    _refuse_workers_without_backplane(server.cfg.workers)
     _fresh_metrics_dir()
-    workers = server.cfg.workers
+
+
+def _refuse_workers_without_backplane(workers: int) -> None:
     if workers <= 1:
         return
     missing = []

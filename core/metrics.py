@@ -264,7 +264,18 @@ class _Exported:
             ("publish_lag_s", self.publish_lag_s),
         ]
         # Known label values start at 0, so a scrape shows them before they first happen.
-        for code in ("1000", "1001", "1009", "1011", "4001", "4002", "4008", "4009", "4029"):
+        for code in (
+            "1000",
+            "1001",
+            "1009",
+            "1011",
+            "4001",
+            "4002",
+            "4008",
+            "4009",
+            "4029",
+            "peer",
+        ):
             self.ws_closes.labels(code)
         for limit in ("send", "login", "register", "create-room"):
             self.rate_limited.labels(limit)

@@ -7,6 +7,7 @@ Every scrape is parsed with prometheus_client's own parser.
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,6 +129,35 @@ def test_metrics_move_by_what_a_known_exchange_did(
     assert value(moved.after, "greenroom_outbox_bytes") == 0
     assert value(moved.after, "greenroom_backplane_connected") == 1
     assert moved("greenroom_backplane_publishes_total") == 0  # one worker: nobody to tell
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """What the server writes until it closes the connection (at most 10 s)."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("kind", ["app", "gunicorn"])
+def test_http_limits_that_trip_are_counted(
+    make_server: Callable[..., ServerProcess], kind: str
+) -> None:
+    """A request line over 8,190 bytes (414) and headers that never end (408) each count once,
+    under python app.py and the Procfile's gunicorn."""
+    server = make_server("limits", kind=kind, GREENROOM_HEADER_TIMEOUT_S="1")
+    before = scrape(server)
+    assert server.port is not None
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_reply(sock).startswith(b"HTTP/1.1 414")
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the blank line never comes
+        assert read_reply(sock).startswith(b"HTTP/1.1 408")
+    moved = Moved(before, scrape(server))
+    assert moved("greenroom_limit_trips_total", limit="request_line_limit") == 1
+    assert moved("greenroom_limit_trips_total", limit="header_deadline") == 1
 
 
 def test_metrics_token_is_required_when_set(make_server: Callable[..., ServerProcess]) -> None:
