@@ -285,6 +285,7 @@ def shutdown(app: Flask) -> None:
     # Other workers drop our users at once instead of waiting out WORKER_TIMEOUT_S.
     gr.presence.goodbye()
     gr.backplane.stop()
+    metrics.stop(app)  # a last export: what this worker counted survives it
     log.info("shutdown: closed %d connections in %.2f s", len(conns), clock.monotonic() - started)
 
 

@@ -342,6 +342,10 @@ class Metrics:
         self._clock = clock
         self._greenlet: gevent.Greenlet[..., None] | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._greenlet is not None
+
     def start(self) -> None:
         _metrics()  # made in the worker, after gunicorn.conf.py chose the mode
         TALLY.enabled = True
@@ -409,3 +413,14 @@ def start(app: Flask) -> None:
     metrics: Metrics | None = app.extensions.get("greenroom.metrics")
     if metrics is not None:
         metrics.start()
+
+
+def stop(app: Flask) -> None:
+    """Export once more and stop (on shutdown: under gunicorn the counts outlive the worker)."""
+    metrics: Metrics | None = app.extensions.get("greenroom.metrics")
+    if metrics is not None and metrics.running:
+        metrics.stop()
+        try:
+            metrics.flush()
+        except Exception:
+            log.exception("exporting metrics failed")

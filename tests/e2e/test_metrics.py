@@ -6,7 +6,9 @@ Every scrape is parsed with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,6 +206,13 @@ def connections_by_worker(server: ServerProcess, workers: dict[str, int]) -> boo
     return len(workers) == 2 and all(workers.values())
 
 
+def workers_of(server: ServerProcess) -> list[int]:
+    """The gunicorn master's worker processes."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    return sorted(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
 def messages_and_acks(ws: WS, count: int) -> list[str]:
     """The types of the next `count` message and ack frames, passing over presence and the like."""
     got: list[str] = []
@@ -271,3 +280,18 @@ def test_metrics_under_two_gunicorn_workers_add_up_both(two_workers: GunicornPro
         )
 
     wait_for(all_closed, timeout=10)
+
+    # A worker replaced (SIGTERM, gunicorn starts another): its counts stay in the sums.
+    old = workers_of(server)
+    os.kill(old[0], signal.SIGTERM)
+    wait_for(lambda: len(now := workers_of(server)) == 2 and now != old, timeout=30)
+
+    def replaced_and_still_counted() -> bool:
+        now = scrape(server)
+        return (
+            value(now, "greenroom_backplane_resubscriptions_total") == 3  # the new worker's
+            and Moved(before, now)("greenroom_messages_stored_total") == n
+            and Moved(before, now)("greenroom_message_frames_delivered_total") == n * n
+        )
+
+    wait_for(replaced_and_still_counted, timeout=10)
