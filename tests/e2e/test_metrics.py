@@ -22,6 +22,7 @@ from tests.support import (
     REDIS_URL,
     WS,
     Api,
+    WsAttacker,
     GunicornProcess,
     ServerProcess,
     assert_error,
@@ -29,6 +30,7 @@ from tests.support import (
     redis_unavailable,
     require_service,
     wait_for,
+    ws_frame,
 )
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
@@ -160,6 +162,32 @@ def test_http_limits_that_trip_are_counted(
     moved = Moved(before, scrape(server))
     assert moved("greenroom_limit_trips_total", limit="request_line_limit") == 1
     assert moved("greenroom_limit_trips_total", limit="header_deadline") == 1
+
+
+def test_a_client_over_its_inbound_budget_is_counted_held_then_closed(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """A ping flood past the frame budget: the reader's hold is counted, then the 4029 close."""
+    server = make_server(
+        "budget",
+        GREENROOM_INBOUND_FRAMES_PER_S="200",
+        GREENROOM_INBOUND_BURST_FRAMES="200",
+        GREENROOM_INBOUND_OVER_BUDGET_CLOSE_S="1",
+    )
+    api = Api(server)
+    flooder = api.new_user("flooder")
+    before = scrape(server)
+    attacker = WsAttacker(server, flooder.token).start_reading()
+    attacker.flood(ws_frame(0x9, b""), 3.0)
+    assert attacker.wait_closed(5) == 4029
+    attacker.close()
+    wait_for(lambda: value(scrape(server), "greenroom_ws_connections") == 0, timeout=10)
+    moved = Moved(before, scrape(server))
+    assert moved("greenroom_ws_closes_total", code="4029") == 1
+    assert moved("greenroom_limit_trips_total", limit="inbound_budget") >= 1
+    assert (
+        moved("greenroom_limit_trips_total", limit="auth_budget") == 0
+    )  # the header authenticated
 
 
 def test_metrics_token_is_required_when_set(make_server: Callable[..., ServerProcess]) -> None:
