@@ -114,7 +114,7 @@ def websocket(ws: Server) -> None:
         conn.authenticated()
         username = session.username
         note_user(username)
-        sessions_log.info("open user=%s", username)
+        sessions_log.info("open user=%s", username, extra={"user": username})
         # `ready` is queued first so it is always the first frame, whatever others push.
         conn.send({"type": "ready", "username": session.username})
         live.connect(conn, session.username, session.token_hash)
@@ -130,12 +130,15 @@ def websocket(ws: Server) -> None:
         conn.close(CLOSE_NORMAL)
         conn.drain()  # this greenlet is the reader: it reads the client's close reply
         conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
+        duration = round(clock.monotonic() - opened, 1)
         sessions_log.info(
             "close user=%s code=%s by=%s duration_s=%.1f",
             username or "-",
             code,
             by,
-            clock.monotonic() - opened,
+            duration,
+            # The same fields as JSON keys under GREENROOM_LOG_FORMAT=json.
+            extra={"user": username, "close_code": code, "closed_by": by, "duration_s": duration},
         )
 
 

@@ -130,15 +130,22 @@ def test_text_log_has_one_access_line_per_request_with_its_request_id(
 def test_json_log_is_one_object_per_line_with_the_request_fields(
     make_server: Callable[..., ServerProcess], kind: str
 ) -> None:
-    """GREENROOM_LOG_FORMAT=json: every line is a JSON object with time, level, logger and
-    message; access lines carry method, route, status, duration_ms, user and request_id."""
-    srv = make_server(kind=kind, GREENROOM_LOG_FORMAT="json")
-    expected, _, _ = traffic(srv)
+    """GREENROOM_LOG_FORMAT=json: every line is a JSON object with time, level, logger,
+    message and request_id; access lines add method, route, status, duration_ms and user,
+    WebSocket close lines the user, close code, who closed and the duration."""
+    srv = make_server(kind=kind, GREENROOM_LOG_FORMAT="json", GREENROOM_WS_LOG_LEVEL="INFO")
+    expected, name, _ = traffic(srv)
     wait_for(lambda: len(json_access_lines(srv.log())) >= len(expected) + 1, timeout=10)
-    for line in srv.log().splitlines():
-        record = json.loads(line)
-        assert {"time", "level", "logger", "message"} <= record.keys(), record
+    records = [json.loads(line) for line in srv.log().splitlines()]
+    for record in records:
+        assert {"time", "level", "logger", "message", "request_id"} <= record.keys(), record
     check_access_lines(json_access_lines(srv.log()), expected)
+    (closed,) = [r for r in records if r["logger"] == "greenroom.ws" and "close_code" in r]
+    assert closed["user"] == name and closed["close_code"] == 1000, closed
+    assert closed["closed_by"] == "client" and closed["duration_s"] >= 0, closed
+    # The session's lines carry the id of its handshake request.
+    (handshake,) = [a for a in json_access_lines(srv.log()) if a["route"] == "/ws"]
+    assert closed["request_id"] == handshake["request_id"]
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
