@@ -19,6 +19,7 @@ import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.event  # noqa: E402
 import gevent.socket  # noqa: E402
 from flask import Flask, Response, jsonify, request  # noqa: E402
 from flask.json.provider import DefaultJSONProvider  # noqa: E402
@@ -109,6 +110,8 @@ class Greenroom:
     claim: object = None
     started: bool = False
     shutting_down: bool = False
+    # Set when shutdown() has finished, for a second caller (a signal handler and main()).
+    drained: gevent.event.Event = dataclasses.field(default_factory=gevent.event.Event)
 
 
 def build(settings: Settings, clock: Clock = SYSTEM) -> Greenroom:
@@ -308,8 +311,17 @@ def shutdown(app: Flask) -> None:
     """Close every WebSocket with 1001 so clients reconnect elsewhere, and flush pending writes."""
     gr: Greenroom = app.extensions["greenroom.app"]
     if gr.shutting_down:
+        # Return only once the drain is over: main() stops accepting after this returns.
+        gr.drained.wait(gr.settings.SHUTDOWN_TIMEOUT_S + 1)
         return
     gr.shutting_down = True
+    try:
+        _drain(gr)
+    finally:
+        gr.drained.set()
+
+
+def _drain(gr: Greenroom) -> None:
     clock = gr.clock
     started = clock.monotonic()
     gr.sweeper.stop()
