@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt clean bench
+.PHONY: run serve test lint fmt clean bench
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: $(BENCH_STAMP) $(NODE_WS_STAMP)
 
 run: $(STAMP)
 	$(PY) app.py
+
+# gunicorn as a deployment runs it: the Procfile's web: command, read from the Procfile
+# (never a copy of it), with .venv/bin first on the PATH. PORT=9000 make serve, etc.
+serve: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec bash -c "exec $$(sed -n 's/^web: *//p' Procfile)"
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,6 +11,7 @@ if __name__ == "__main__":
     monkey.patch_all()
 
 import dataclasses  # noqa: E402
+import errno  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
@@ -18,8 +19,9 @@ import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.event  # noqa: E402
 import gevent.socket  # noqa: E402
-from flask import Flask, Response, jsonify  # noqa: E402
+from flask import Flask, Response, jsonify, request  # noqa: E402
 from flask.json.provider import DefaultJSONProvider  # noqa: E402
 
 from auth.passwords import Passwords  # noqa: E402
@@ -36,14 +38,15 @@ from chat.routes import bp as rooms_bp  # noqa: E402
 from chat.writer import MessageWriter  # noqa: E402
 from chat.ws import bp as ws_bp  # noqa: E402
 from chat.ws import server_options, sock  # noqa: E402
-from core import logs, metrics  # noqa: E402
+from core import access, logs, metrics  # noqa: E402
 from core.backplane import LocalBackplane, open_backplane  # noqa: E402
 from core.claim import ClaimError, claim_database  # noqa: E402
 from core.clock import SYSTEM, Clock  # noqa: E402
 from core.database import Database, open_database  # noqa: E402
 from core.errors import ChatError  # noqa: E402
+from core.health import Readiness  # noqa: E402
 from core.ratelimit import RateLimiter, SharedRateLimiter, SyncedRateLimiter  # noqa: E402
-from core.server import Limits, Server  # noqa: E402
+from core.server import Limits, Server, is_upgrade  # noqa: E402
 from core.settings import Settings, SettingsError, load_settings  # noqa: E402
 from core.status import Statuses  # noqa: E402
 from core.web import (  # noqa: E402
@@ -68,18 +71,26 @@ NOT_STARTED = ChatError(
 )
 
 
-def configure_logging(settings: Settings) -> None:
-    """Log lines to stderr at GREENROOM_LOG_LEVEL, under python app.py and gunicorn alike.
+DRAINING = ChatError(
+    503,
+    "unavailable",
+    "The server is shutting down: connect again in a moment (to another worker).",
+)
 
-    Every handler, ours and gunicorn's, escapes control characters in what it logs,
-    so no value a client sent can forge a log line.
+
+def configure_logging(settings: Settings) -> None:
+    """Log lines to stderr at GREENROOM_LOG_LEVEL in GREENROOM_LOG_FORMAT, under python app.py
+    and gunicorn alike (gunicorn's own logger writes the same format: gunicorn.conf.py).
+
+    The text format escapes control characters in what it logs and the JSON format
+    writes ASCII only, so no value a client sent can forge a log line.
     """
-    logging.basicConfig(
-        level=settings.LOG_LEVEL.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logs.configure(
+        settings.LOG_FORMAT,
+        settings.LOG_LEVEL,
+        settings.WS_LOG_LEVEL,
+        [logging.getLogger("gunicorn.error")],
     )
-    logging.getLogger().setLevel(settings.LOG_LEVEL.upper())
-    logs.install([logging.getLogger(name) for name in ("", "gunicorn.error", "gunicorn.access")])
 
 
 @dataclasses.dataclass
@@ -99,6 +110,8 @@ class Greenroom:
     claim: object = None
     started: bool = False
     shutting_down: bool = False
+    # Set when shutdown() has finished, for a second caller (a signal handler and main()).
+    drained: gevent.event.Event = dataclasses.field(default_factory=gevent.event.Event)
 
 
 def build(settings: Settings, clock: Clock = SYSTEM) -> Greenroom:
@@ -174,15 +187,28 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
         },
     )
     register_error_handlers(app)
+    access.install(app, clock)
+    readiness = Readiness(
+        gr.db,
+        (lambda: gr.backplane.connected) if gr.backplane.clustered else None,
+        lambda: gr.shutting_down,
+        settings.READY_DB_TIMEOUT_S,
+        settings.READY_CACHE_S,
+        clock,
+    )
 
     @app.before_request
     def refuse_until_started() -> tuple[Response, int] | None:
         # Under gunicorn, start() comes from gunicorn.conf.py; run without it (another
         # working directory, another -c), nothing would store or deliver a message.
-        if gr.started:
-            return None
-        log.error("a request arrived before start(): run gunicorn from the repository root")
-        return error_response(NOT_STARTED)
+        if not gr.started:
+            log.error("a request arrived before start(): run gunicorn from the repository root")
+            return error_response(NOT_STARTED)
+        # While draining the worker still answers (/readyz says 503, so the balancer
+        # moves on), but a new WebSocket would only be closed again with 1001.
+        if gr.shutting_down and is_upgrade(request.environ):
+            return error_response(DRAINING)
+        return None
 
     for bp in (auth_bp, rooms_bp, users_bp, ws_bp, web_bp):
         app.register_blueprint(bp)
@@ -191,14 +217,31 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify(
-            {
-                "status": "ok",
-                "connections": len(gr.live.registry),
-                "worker": gr.backplane.worker_id,
-                "backplane": "redis" if gr.backplane.clustered else "none",
-                "backplane_connected": gr.backplane.connected,
-            }
+        """Alive: cheap, touches nothing outside the process (readiness is /readyz)."""
+        body: dict[str, object] = {
+            "status": "ok",
+            "connections": len(gr.live.registry),
+            "worker": gr.backplane.worker_id,
+            "backplane": "redis" if gr.backplane.clustered else "none",
+        }
+        if gr.backplane.clustered:
+            body["backplane_connected"] = gr.backplane.connected
+        return jsonify(body)
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        """Ready for traffic: the database answers, the backplane is connected, not draining."""
+        checks = readiness.checks()
+        failing = sorted(name for name, state in checks.items() if state != "ok")
+        if not failing:
+            return jsonify({"status": "ready", "checks": checks}), 200
+        return error_response(
+            ChatError(
+                503,
+                "not_ready",
+                f"Not ready for traffic: {', '.join(f'{n} {checks[n]}' for n in failing)}.",
+                checks=checks,
+            )
         )
 
     return app
@@ -272,8 +315,17 @@ def shutdown(app: Flask) -> None:
     """Close every WebSocket with 1001 so clients reconnect elsewhere, and flush pending writes."""
     gr: Greenroom = app.extensions["greenroom.app"]
     if gr.shutting_down:
+        # Return only once the drain is over: main() stops accepting after this returns.
+        gr.drained.wait(gr.settings.SHUTDOWN_TIMEOUT_S + 1)
         return
     gr.shutting_down = True
+    try:
+        _drain(app, gr)
+    finally:
+        gr.drained.set()
+
+
+def _drain(app: Flask, gr: Greenroom) -> None:
     clock = gr.clock
     started = clock.monotonic()
     gr.sweeper.stop()
@@ -290,31 +342,61 @@ def shutdown(app: Flask) -> None:
 
 
 def _chain_sigterm(app: Flask) -> None:
-    """On SIGTERM close our sockets first, then let whoever else handles it (gunicorn) go on."""
+    """On SIGTERM drain first (close our sockets, flush), then let whoever else handles it go on.
+
+    gunicorn's handler stops accepting at once; calling it after the drain keeps the
+    worker answering meanwhile, so a balancer's probe sees /readyz say 503 (draining)
+    rather than a refused connection.
+    """
     previous = signal.getsignal(signal.SIGTERM)
 
+    def drain_then_exit(signum: int, frame: FrameType | None) -> None:
+        try:
+            shutdown(app)
+        finally:
+            if callable(previous):
+                previous(signum, frame)
+
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        gevent.spawn(shutdown, app)
-        if callable(previous):
-            previous(signum, frame)
+        gevent.spawn(drain_then_exit, signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def main() -> None:
-    try:
-        settings = load_settings()
-        app = build_app(settings)
-        start(app)
-    except (SettingsError, ClaimError) as exc:
-        sys.exit(f"greenroom: {exc}")
+def _listen(host: str, port: int) -> gevent.socket.socket:
+    """The listening socket, or exit 1 with one line saying why (a port in use, say)."""
     listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
     listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit this: pywsgi writes headers and body separately, and
     # with Nagle on, a keep-alive response waited ~40 ms for the client's delayed ACK.
     listener.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
-    listener.bind((settings.HOST, settings.PORT))
-    listener.listen(1024)
+    try:
+        listener.bind((host, port))
+        listener.listen(1024)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = "is in use by another process: stop it, or set PORT=... to another port"
+        elif exc.errno == errno.EACCES:
+            why = "needs privileges: use a port above 1023, or put a proxy in front"
+        else:
+            why = f"cannot be used: {exc.strerror or exc}"
+        sys.exit(f"greenroom: cannot listen on {host}:{port}: the port {why}.")
+    return listener
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"greenroom: {exc}")
+    # Before the claim and storage: a taken port is the commonest start-up failure.
+    listener = _listen(settings.HOST, settings.PORT)
+    try:
+        app = build_app(settings)
+        start(app)
+    except (SettingsError, ClaimError) as exc:
+        sys.exit(f"greenroom: {exc}")
     # Our handler adds header/body/keep-alive deadlines, fairness between connections,
     # a closed connection after every WebSocket, and JSON refusals (core/server.py).
     server = Server(listener, app, Limits.from_settings(settings), log=None, error_log=log)
@@ -333,8 +415,10 @@ def main() -> None:
     gevent.signal_handler(signal.SIGTERM, stop)
     gevent.signal_handler(signal.SIGINT, stop)
     stopping.wait()
-    server.close()  # stop accepting
+    # Drain while still accepting: /readyz answers 503 meanwhile and new WebSockets
+    # are refused, so a balancer moves traffic away before the port closes.
     shutdown(app)
+    server.close()  # stop accepting
     server.stop(timeout=settings.SHUTDOWN_TIMEOUT_S)
     log.info("stopped")
 

@@ -14,7 +14,11 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from gunicorn.glogging import Logger
+
+from core import logs
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -26,6 +30,27 @@ if TYPE_CHECKING:
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+
+# Greenroom writes its own access line for every request (core/access.py: the route,
+# the user, the request id, the same line as under `python app.py`), so gunicorn's
+# access log stays off, even if --access-logfile is given.
+accesslog = None
+
+
+class GreenroomLogger(Logger):
+    """gunicorn's own lines (the arbiter's and each worker's) in Greenroom's log format."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        kind = os.environ.get("GREENROOM_LOG_FORMAT") or "text"
+        for handler in self.error_log.handlers:
+            logs.use_format(handler, kind if kind in logs.FORMATS else "text")
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """Never a second access line: core/access.py writes the one line per request."""
+
+
+logger_class = GreenroomLogger
 
 
 def on_starting(server: Arbiter) -> None:

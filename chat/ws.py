@@ -17,6 +17,7 @@ from simple_websocket import Server
 from chat.connection import Connection, InboundLimits, NoThread
 from chat.live import Live
 from chat.protocol import Frame, error_frame, parse_frame
+from core.access import note_user
 from core.clock import Clock
 from core.errors import ChatError, bad_request, rate_limited, unauthorized
 from core.settings import Settings
@@ -29,6 +30,9 @@ from core.wire import (
 )
 
 log = logging.getLogger(__name__)
+# Each session's open and close, at INFO on a logger of its own: GREENROOM_WS_LOG_LEVEL
+# (WARNING by default) keeps 10,000 connections quiet, INFO shows them.
+sessions_log = logging.getLogger("greenroom.ws")
 
 bp = Blueprint("ws", __name__)
 sock = Sock()
@@ -85,14 +89,17 @@ def server_options(max_frame_bytes: int) -> dict[str, object]:
 def websocket(ws: Server) -> None:
     s = service(Settings)
     live = service(Live)
+    clock = service(Clock)
+    opened = clock.monotonic()
     conn = Connection(
         ws,
         s.OUTBOX_MAX_FRAMES,
         s.OUTBOX_MAX_BYTES,
         s.CLOSE_TIMEOUT_S,
         inbound=InboundLimits.from_settings(s),
-        clock=service(Clock),
+        clock=clock,
     )
+    username: str | None = None
     try:
         session = _authenticate(s, conn)
         if session is None:
@@ -105,6 +112,9 @@ def websocket(ws: Server) -> None:
             conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
             return
         conn.authenticated()
+        username = session.username
+        note_user(username)
+        sessions_log.info("open user=%s", username, extra={"user": username})
         # `ready` is queued first so it is always the first frame, whatever others push.
         conn.send({"type": "ready", "username": session.username})
         live.connect(conn, session.username, session.token_hash)
@@ -113,10 +123,23 @@ def websocket(ws: Server) -> None:
         log.exception("WebSocket handler failed for %s", conn.username)
         conn.close(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
+        # The server's code when it closed first, else the client's (None: no close frame).
+        by = "server" if conn.close_code is not None else "client"
+        code = conn.close_code if conn.close_code is not None else int(ws.close_reason)
         live.disconnect(conn)
         conn.close(CLOSE_NORMAL)
         conn.drain()  # this greenlet is the reader: it reads the client's close reply
         conn.wait_closed(s.CLOSE_TIMEOUT_S + 1)
+        duration = round(clock.monotonic() - opened, 1)
+        sessions_log.info(
+            "close user=%s code=%s by=%s duration_s=%.1f",
+            username or "-",
+            code,
+            by,
+            duration,
+            # The same fields as JSON keys under GREENROOM_LOG_FORMAT=json.
+            extra={"user": username, "close_code": code, "closed_by": by, "duration_s": duration},
+        )
 
 
 def _authenticate(s: Settings, conn: Connection) -> Principal | None:

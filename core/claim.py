@@ -12,11 +12,14 @@ worker start while the old one is still finishing a graceful shutdown.
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from typing import Any
 
 from core.clock import monotonic
 from core.database import sqlite_path
+
+log = logging.getLogger(__name__)
 
 
 class ClaimError(RuntimeError):
@@ -38,11 +41,26 @@ SQLITE_REFUSAL = (
 def claim_database(url: str, shared: bool, wait_s: float) -> Any:
     """Take the claim, or raise ClaimError; keep the returned object for the life of the process."""
     deadline = monotonic() + wait_s
+    waited = False
     while True:
         postgres = url.startswith("postgres")
         holder = _try_postgres(url, shared) if postgres else _try_sqlite(url)
         if holder is not None:
+            if waited:
+                log.info("got the database claim")
             return holder
+        if not waited:
+            # One line, so a start-up that seems stuck says why (a replacement worker
+            # waits here while the old one finishes its graceful shutdown).
+            other = "without REDIS_URL " if postgres and shared else ""
+            log.warning(
+                "waiting up to %g s (GREENROOM_CLAIM_WAIT_S) for the database claim: "
+                "another Greenroom process uses this %s database %s",
+                wait_s,
+                "PostgreSQL" if postgres else "SQLite",
+                other.strip() or "(it must stop first)",
+            )
+            waited = True
         if monotonic() >= deadline:
             if not postgres:
                 raise ClaimError(SQLITE_REFUSAL)

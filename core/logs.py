@@ -1,14 +1,29 @@
-"""Log lines that a client cannot forge: control characters in logged values are escaped.
+"""The log format, and log lines that a client cannot forge.
+
+One format for every line the process writes, ours and gunicorn's: text
+(`time level logger [request id]: message`) or JSON lines (GREENROOM_LOG_FORMAT=json),
+each line carrying the id of the request it was written for (REQUEST_ID).
 
 Values in log messages come from clients (usernames, paths, exception texts). A
 newline in one would start a line that looks like the server's own; ESC sequences
 would drive the terminal of whoever tails the log; bidi overrides reorder what a
-reader sees. The formatter escapes them in every record, so no call site can forget.
+reader sees. The text formatter escapes them in every record, so no call site can
+forget; the JSON formatter writes ASCII only, so JSON's own escapes cover them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+# The id of the request (or WebSocket session) the current greenlet serves; set by
+# core.access for the length of one request, None outside any request.
+REQUEST_ID: ContextVar[str | None] = ContextVar("greenroom_request_id", default=None)
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 # C0 controls, DEL and C1 controls; the line and paragraph separators that some viewers
 # break lines on; and the bidi marks, embeddings, overrides and isolates.
@@ -51,6 +66,7 @@ class EscapingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         safe = logging.makeLogRecord(record.__dict__)
         safe.msg = escape_controls(record.getMessage())
+        safe.request_id = escape_controls(str(getattr(record, "request_id", None) or "-"))
         safe.args = None
         safe.exc_info = None
         safe.exc_text = None
@@ -71,3 +87,75 @@ def install(loggers: list[logging.Logger]) -> None:
         for handler in logger.handlers:
             if not isinstance(handler.formatter, EscapingFormatter):
                 handler.setFormatter(EscapingFormatter(handler.formatter))
+
+
+class RequestFields(logging.Filter):
+    """Puts the current request's id on every record a handler writes (None outside requests)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
+
+
+def _utc_iso(self: logging.Formatter, record: logging.LogRecord, datefmt: str | None = None) -> str:
+    """2026-11-30T18:13:58.123Z: one unambiguous time, whatever the host's zone."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + (
+        f".{int(record.msecs):03d}Z"
+    )
+
+
+class TextFormatter(logging.Formatter):
+    formatTime = _utc_iso  # noqa: N815 - logging's hook name
+
+
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line: time, level, logger, message, request_id, and any extra fields.
+
+    ASCII only (json_ensure_ascii): control, bidi and other non-ASCII characters in a
+    value are written as \\uXXXX escapes, so no value can break or reorder a line.
+    """
+
+    formatTime = _utc_iso  # noqa: N815 - logging's hook name
+
+    def __init__(self) -> None:
+        super().__init__(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            json_ensure_ascii=True,
+        )
+
+
+def formatter(kind: str) -> logging.Formatter:
+    """The formatter for GREENROOM_LOG_FORMAT: "text" (escaped) or "json"."""
+    if kind == "json":
+        return JsonLineFormatter()
+    return EscapingFormatter(TextFormatter(TEXT_FORMAT))
+
+
+def use_format(handler: logging.Handler, kind: str) -> None:
+    """Make this handler write Greenroom's format, with the request id on each line."""
+    handler.setFormatter(formatter(kind))
+    if not any(isinstance(f, RequestFields) for f in handler.filters):
+        handler.addFilter(RequestFields())
+
+
+def configure(kind: str, level: str, ws_level: str, others: list[logging.Logger]) -> None:
+    """One handler on the root logger, to stderr, in this format; `others` (gunicorn's
+    loggers, which do not propagate) get the same format on their own handlers."""
+    root = logging.getLogger()
+    ours: list[logging.Handler] = [h for h in root.handlers if getattr(h, "greenroom", False)]
+    if not ours:
+        handler: logging.Handler = logging.StreamHandler()
+        handler.greenroom = True  # type: ignore[attr-defined]  # marks the handler as ours
+        root.addHandler(handler)
+        ours = [handler]
+    for mine in ours:
+        use_format(mine, kind)
+    root.setLevel(level.upper())
+    # WebSocket open and close lines: one pair per connection, quiet unless asked for.
+    logging.getLogger("greenroom.ws").setLevel(ws_level.upper())
+    for logger in others:
+        for theirs in logger.handlers:
+            use_format(theirs, kind)

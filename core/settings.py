@@ -97,6 +97,16 @@ class Settings:
     ARGON2_PARALLELISM: int = 4
 
     LOG_LEVEL: str = "INFO"
+    # "text" (one escaped line per event) or "json" (one JSON object per line)
+    LOG_FORMAT: str = "text"
+    # The greenroom.ws logger: a WebSocket's open and close lines are INFO, so the default
+    # keeps 10,000 connections quiet; INFO shows every session
+    WS_LOG_LEVEL: str = "WARNING"
+
+    # /readyz: how long the database check may take, and how long its answer is reused
+    # (a storm of probes costs the database one query per READY_CACHE_S)
+    READY_DB_TIMEOUT_S: float = 1.0
+    READY_CACHE_S: float = 1.0
 
     # Prometheus metrics at /metrics (core/metrics.py): on unless 0; with a token, only
     # a scrape that sends `Authorization: Bearer <token>` gets them
@@ -166,6 +176,16 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GREENROOM_LIST_PAGE_SIZE exceeds GREENROOM_LIST_MAX_PAGE_SIZE")
     if settings.REPLAY_MAX_BYTES > settings.OUTBOX_MAX_BYTES:
         raise SettingsError("GREENROOM_REPLAY_MAX_BYTES exceeds GREENROOM_OUTBOX_MAX_BYTES")
+    if settings.LOG_FORMAT not in ("text", "json"):
+        raise SettingsError(
+            f"GREENROOM_LOG_FORMAT must be text or json, got {settings.LOG_FORMAT!r}"
+        )
+    for name in ("LOG_LEVEL", "WS_LOG_LEVEL"):
+        level = getattr(settings, name).upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(
+                f"GREENROOM_{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}"
+            )
     if not settings.DATABASE_URL.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise SettingsError("DATABASE_URL must be sqlite:///path or postgresql://...")
     if settings.REDIS_URL and not settings.REDIS_URL.startswith(
