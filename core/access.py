@@ -26,6 +26,9 @@ from core import logs
 from core.clock import Clock
 
 log = logging.getLogger("greenroom.access")
+# A WebSocket's line comes when its session ends: a child of greenroom.ws, so it takes
+# GREENROOM_WS_LOG_LEVEL (quiet by default) and 10,000 closing sockets stay quiet.
+ws_log = logging.getLogger("greenroom.ws.access")
 
 MAX_REQUEST_ID_CHARS = 128
 # Letters, digits and the punctuation of common id formats (UUIDs, AWS trace ids, base64).
@@ -79,7 +82,7 @@ class AccessLog:
             if not status and environ.get(_ROUTE) == "/ws":
                 status = 101
             ms = (self.clock.monotonic() - started) * 1000
-            log.info(
+            (ws_log if status == 101 else log).info(
                 "%s %s %d %.1fms user=%s",
                 environ.get("REQUEST_METHOD", "-"),
                 environ.get(_ROUTE) or "-",

@@ -31,7 +31,7 @@ def text_access_lines(log: str) -> list[dict[str, Any]]:
     found = []
     for line in log.splitlines():
         m = TEXT_LINE.match(line)
-        if not m or m["logger"] != "greenroom.access":
+        if not m or m["logger"] not in ("greenroom.access", "greenroom.ws.access"):
             continue
         a = ACCESS_MESSAGE.match(m["message"])
         assert a, line
@@ -51,7 +51,11 @@ def text_access_lines(log: str) -> list[dict[str, Any]]:
 
 def json_access_lines(log: str) -> list[dict[str, Any]]:
     """Every access line of a JSON log; an unmatched route is null there ("-" in text)."""
-    lines = [r for r in map(json.loads, log.splitlines()) if r["logger"] == "greenroom.access"]
+    lines = [
+        r
+        for r in map(json.loads, log.splitlines())
+        if r["logger"] in ("greenroom.access", "greenroom.ws.access")
+    ]
     return [{**r, "route": r["route"] or "-"} for r in lines]
 
 
@@ -109,8 +113,9 @@ def test_text_log_has_one_access_line_per_request_with_its_request_id(
     make_server: Callable[..., ServerProcess], kind: str
 ) -> None:
     """Each request gets one parsable access line (method, route, status, duration, user, id),
-    under python app.py and gunicorn alike, and the WebSocket session gets its 101 line."""
-    srv = make_server(kind=kind)
+    under python app.py and gunicorn alike, and the WebSocket session gets its 101 line
+    (on greenroom.ws.access, which GREENROOM_WS_LOG_LEVEL opens)."""
+    srv = make_server(kind=kind, GREENROOM_WS_LOG_LEVEL="INFO")
     expected, name, _ = traffic(srv)
     ws_lines = lambda: [  # noqa: E731
         a for a in text_access_lines(srv.log()) if a["route"] == "/ws" and a["user"] == name
@@ -220,8 +225,11 @@ def test_websocket_sessions_log_open_and_close_only_when_asked(
     with user.ws() as ws:
         ws.send({"type": "ping"})
         ws.expect("pong")
-    wait_for(lambda: any(a["route"] == "/ws" for a in text_access_lines(quiet.log())))
-    assert "greenroom.ws" not in quiet.log()
+    # Once the socket is gone and a later request has its line, the session's would be there.
+    wait_for(lambda: api.get("/healthz").json()["connections"] == 0)
+    api.get("/api/users", user.token)
+    wait_for(lambda: any(a["route"] == "/api/users" for a in text_access_lines(quiet.log())))
+    assert "greenroom.ws" not in quiet.log()  # neither the session's lines nor its 101
 
     loud = make_server(GREENROOM_WS_LOG_LEVEL="INFO")
     api = Api(loud)
