@@ -160,6 +160,7 @@ class PageQuery(Query):
     cursor: str | Absent = Field(
         None,
         max_length=256,
+        pattern=r"^[A-Za-z0-9_-]*$",
         description="The next_cursor of the previous page, passed back as it is.",
     )
 
