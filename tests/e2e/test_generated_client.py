@@ -120,6 +120,8 @@ def _run(venv: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess[
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+# The first run builds the environment (pip install, INSTALL_TIMEOUT_S at most) inside this test's time.
+@pytest.mark.timeout(INSTALL_TIMEOUT_S + 180)
 def test_a_generated_client_registers_logs_in_creates_a_room_and_posts(
     api: Api, client_env: Path, tmp_path: Path
 ) -> None:

@@ -31,7 +31,8 @@ CHECKS = ",".join(
 MAX_EXAMPLES = 10
 RUN_TIMEOUT_S = 150
 
-pytestmark = pytest.mark.slow
+# Each run is bounded by RUN_TIMEOUT_S; the with-token test makes two on a shared 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * RUN_TIMEOUT_S + 60)]
 
 
 def _schemathesis(server: ServerProcess, workdir: Path, name: str, *args: str) -> dict[str, Any]:
