@@ -21,11 +21,16 @@ def _until(ws: WS, kind: str, seen: set[str]) -> dict[str, Any]:
 
 
 def test_each_kind_of_server_frame_fits_the_schema(api: Api, alice: User, bob: User) -> None:
-    """ready, joined, message, ack, member_joined/left, presence, typing, read, room_deleted, left, pong, error."""
+    """ready, joined, message, ack, member_joined/left, presence, typing, read, room_deleted, left, pong, error.
+
+    Every kind of client frame is sent on the way: auth, join, typing, send, read, ping, leave.
+    """
     seen: set[str] = set()
     room = api.create_room(alice, "frames")["id"]
+    with WS.open(api.server.ws_url) as late:  # no header: the auth frame instead
+        late.send({"type": "auth", "token": alice.token})
+        _until(late, "ready", seen)
     with alice.ws() as a:
-        seen.add("ready")  # WS.open read and checked it
         a.send({"type": "join", "room": room})
         _until(a, "joined", seen)
         assert bob.join(room).status_code == 200
