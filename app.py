@@ -45,6 +45,7 @@ from core.clock import SYSTEM, Clock  # noqa: E402
 from core.database import Database, open_database  # noqa: E402
 from core.errors import ChatError  # noqa: E402
 from core.health import Readiness  # noqa: E402
+from core.openapi import bp as openapi_bp  # noqa: E402
 from core.ratelimit import RateLimiter, SharedRateLimiter, SyncedRateLimiter  # noqa: E402
 from core.server import Limits, Server, is_upgrade  # noqa: E402
 from core.settings import Settings, SettingsError, load_settings  # noqa: E402
@@ -210,7 +211,7 @@ def build_app(settings: Settings | None = None, clock: Clock = SYSTEM) -> Flask:
             return error_response(DRAINING)
         return None
 
-    for bp in (auth_bp, rooms_bp, users_bp, ws_bp, web_bp):
+    for bp in (auth_bp, rooms_bp, users_bp, ws_bp, web_bp, openapi_bp):
         app.register_blueprint(bp)
     sock.init_app(app)
     metrics.install(app, settings, [gr.live.gauges, gr.backplane.gauges], clock)

@@ -1,4 +1,6 @@
-"""What every route shares: the app's services by type, the auth decorator, JSON bodies, JSON errors.
+"""What every route shares: the app's services by type, the auth decorator, JSON errors.
+
+Bodies and queries are validated by core.openapi (spectree, on the routes' models).
 
 Features find their services with service(Type), never by importing each other:
 app.py registers each service under its class (and the authenticator under the
@@ -13,10 +15,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from core.errors import ChatError, bad_request
+from core.errors import ChatError
 from core.server import is_upgrade
 
 if TYPE_CHECKING:
@@ -85,22 +87,6 @@ def login_required(view: F) -> F:
 
 def current_session() -> Principal:
     return cast(Principal, g.session)
-
-
-def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 bad_request (413 when too large)."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    # A chunked body has no Content-Length: Werkzeug stops reading at the limit without
-    # raising, so a body that fills the limit exactly is taken as one that went past it.
-    if request.content_length is None and len(request.get_data(cache=True)) >= limit:
-        raise RequestEntityTooLarge()
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:
-        data = None
-    if not isinstance(data, dict):
-        raise bad_request("The body must be a JSON object (Content-Type: application/json).")
-    return data
 
 
 def no_content() -> Response:

@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from core.errors import not_found
-from core.paging import encode_cursor, parse_page_args
-from core.settings import Settings
+from core.openapi import BEARER, PageQuery, api, page_args, responses
+from core.paging import encode_cursor
 from core.web import login_required, service
+from presence.api_models import UserPage, UserStatus
 from presence.tracker import Presence
 
 bp = Blueprint("presence", __name__, url_prefix="/api/users")
 
 
-def _page_args(shape: tuple[type, ...]) -> tuple[int, tuple[object, ...] | None]:
-    s = service(Settings)
-    return parse_page_args(request.args, shape, s.LIST_PAGE_SIZE, s.LIST_MAX_PAGE_SIZE)
-
-
 @bp.get("")
 @login_required
-def list_users() -> Response:
-    limit, after = _page_args((str,))
+@api.validate(
+    query=PageQuery,
+    resp=responses({200: UserPage}, e400="bad_request", e401="unauthorized"),
+    tags=["users"],
+    security=BEARER,
+    operation_id="list_users",
+)
+def list_users(query: PageQuery) -> Response:
+    """Every user with status and last_seen, one page at a time."""
+    limit, after = page_args(query, (str,))
     page = service(Presence).users(after, limit)
     return jsonify({"users": page.items, "next_cursor": encode_cursor(page.next_key)})
 
 
 @bp.get("/<username>")
 @login_required
+@api.validate(
+    resp=responses({200: UserStatus}, e401="unauthorized", e404="user_not_found"),
+    tags=["users"],
+    security=BEARER,
+    path_parameter_descriptions={"username": "In any case."},
+    operation_id="get_user",
+)
 def get_user(username: str) -> Response:
+    """One user's status and last_seen."""
     user = service(Presence).user(username)
     if user is None:
         raise not_found("user_not_found", f"There is no user {username}.")

@@ -4,7 +4,8 @@
 - services  PostgreSQL schemas, Redis, a private redis-server, and `require_service`
             (skip without the service, fail under GREENROOM_REQUIRE_SERVICES as in CI)
 - servers   the server as a real process: `python app.py`, the Procfile's gunicorn, a cluster
-- clients   real HTTP (`Api`, `User`) and WebSocket (`WS`, `RawClient`) clients
+- clients   real HTTP (`Api`, `User`) and WebSocket (`WS`, `RawClient`) clients; every frame
+            they receive is checked against docs/ws-frames.schema.json (`checked_frame`)
 - rest      the REST contract's checks: `assert_error`, `ISO_UTC`, non-object bodies
 - attack    hostile WebSocket peers on bare sockets (`ws_frame`, `WsAttacker`)
 

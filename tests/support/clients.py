@@ -1,4 +1,8 @@
-"""Real clients of a running server: HTTP (`Api`, `User`) and WebSocket (`WS`, and the bare-socket `RawClient`)."""
+"""Real clients of a running server: HTTP (`Api`, `User`) and WebSocket (`WS`, and the bare-socket `RawClient`).
+
+Every text frame the WebSocket clients receive is checked against
+docs/ws-frames.schema.json (`#/$defs/ServerFrame`), so the whole e2e suite enforces it.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,28 @@ import time
 from typing import Any
 
 import requests
+from jsonschema import Draft202012Validator
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support.common import PASSWORD, RECV_TIMEOUT_S, unique_name
+from tests.support.common import PASSWORD, RECV_TIMEOUT_S, ROOT, unique_name
 from tests.support.servers import ServerProcess
+
+FRAME_SCHEMA: dict[str, Any] = json.loads((ROOT / "docs" / "ws-frames.schema.json").read_text())
+_SERVER_FRAME = Draft202012Validator(FRAME_SCHEMA)  # its root is #/$defs/ServerFrame
+
+
+def checked_frame(text: str | bytes) -> dict[str, Any]:
+    """A frame the server sent, parsed, after checking it against docs/ws-frames.schema.json."""
+    frame = json.loads(text)
+    errors = sorted(_SERVER_FRAME.iter_errors(frame), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(frame)"
+        raise AssertionError(
+            f"server frame breaks docs/ws-frames.schema.json at {where}: "
+            f"{errors[0].message}\n{json.dumps(frame)[:500]}"
+        )
+    return frame
 
 
 class Api:
@@ -117,7 +138,7 @@ class WS:
         self.conn.send(obj if isinstance(obj, str | bytes) else json.dumps(obj))
 
     def recv(self, timeout: float = RECV_TIMEOUT_S) -> dict[str, Any]:
-        return json.loads(self.conn.recv(timeout=timeout))
+        return checked_frame(self.conn.recv(timeout=timeout))
 
     def expect(
         self,
@@ -154,7 +175,9 @@ class WS:
         deadline = time.monotonic() + timeout
         try:
             while True:
-                self.conn.recv(timeout=max(0.01, deadline - time.monotonic()))
+                data = self.conn.recv(timeout=max(0.01, deadline - time.monotonic()))
+                if isinstance(data, str):
+                    checked_frame(data)
         except ConnectionClosed:
             pass
         return self.conn.close_code
@@ -231,7 +254,7 @@ class RawClient:
         while True:
             opcode, payload = self.read_frame()
             if opcode == 0x1:
-                return json.loads(payload)
+                return checked_frame(payload)
             if opcode == 0x8:
                 raise ConnectionError(f"closed {struct.unpack('!H', payload[:2])[0]}")
 
