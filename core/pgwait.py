@@ -58,18 +58,23 @@ def wait(
     """
     del interval
     hub = get_hub()
-    deadline = None if timeout is None else hub.loop.now() + timeout
+    loop = hub.loop
+    # libev's now() is the time of the loop's last turn, stale in a process whose hub
+    # has been idle: refresh it wherever a deadline is reckoned.
+    loop.update_now()
+    deadline = None if timeout is None else loop.now() + timeout
     try:
         want = next(gen)
         while True:
             ready = ready_now(fileno, want)
             while not ready:
-                watcher = hub.loop.io(fileno, _LIBEV_EVENTS[want])
+                watcher = loop.io(fileno, _LIBEV_EVENTS[want])
                 try:
                     if deadline is None:
                         hub.wait(watcher)
                     else:
-                        left = deadline - hub.loop.now()
+                        loop.update_now()
+                        left = deadline - loop.now()
                         if left <= 0:
                             raise errors._WaitTimeout("wait timeout expired")
                         with Timeout(left, errors._WaitTimeout("wait timeout expired")):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from client.chat import HELP
 from tests.support import WS, Api, ServerProcess, free_port, wait_for
 from tests.support.terminal import (
     TIME,
@@ -327,7 +328,9 @@ def test_interactive_chat_keeps_the_half_typed_line_intact(api: Api, clients: Cl
         assert term.wait(lambda s: after(s, prompt + "/history 5", 5), "/history 5") == last5
 
         child.send("/help\r")
-        help_text = term.wait(lambda s: after(s, prompt + "/help", 11), "the /help text")
+        # The whole text: waiting for fewer lines raced the terminal's last ones.
+        lines = len(HELP.splitlines())
+        help_text = term.wait(lambda s: after(s, prompt + "/help", lines), "the /help text")
         assert help_text[0] == "commands:"
         for cmd in ("/who", "/history [N]", "/help", "/quit"):
             assert any(line.strip().startswith(cmd) for line in help_text), cmd

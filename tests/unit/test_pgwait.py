@@ -31,6 +31,9 @@ def test_a_wait_parks_only_its_greenlet_until_the_socket_is_ready() -> None:
             ticks.append(time.monotonic())
             gevent.sleep(0.005)
 
+    # Timers count from libev's idea of now, stale if this process's hub sat idle
+    # (other tests ran): refreshed, the send comes 0.1 s from now, not at once.
+    gevent.get_hub().loop.update_now()
     ticker = gevent.spawn(tick)
     gevent.spawn_later(0.1, right.send, b"row")
     try:
