@@ -9,9 +9,11 @@ to start, saying why.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, cast
@@ -55,7 +57,35 @@ logger_class = GreenroomLogger
 
 def on_starting(server: Arbiter) -> None:
     _refuse_workers_without_backplane(server.cfg.workers)
+    _refuse_a_taken_port(server.cfg.address)
     _fresh_metrics_dir()
+
+
+def _refuse_a_taken_port(addresses: list[Any]) -> None:
+    """One line and exit 1 when a port is taken, as under python app.py.
+
+    gunicorn would log five retries a second apart and then give up; trying the bind
+    here first (with the SO_REUSEADDR gunicorn sets too) says it once, at once.
+    """
+    for address in addresses:
+        if not isinstance(address, tuple):
+            continue  # a unix socket path: gunicorn's own message is clear enough
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                why = (
+                    "the port is in use by another process"
+                    if exc.errno == errno.EADDRINUSE
+                    else exc.strerror
+                )
+                print(
+                    f"greenroom: cannot listen on {host}:{port}: {why}", file=sys.stderr, flush=True
+                )
+                raise SystemExit(1) from None
 
 
 def _refuse_workers_without_backplane(workers: int) -> None:

@@ -53,6 +53,29 @@ def test_a_port_in_use_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
     assert "listening" not in done.stdout
 
 
+def test_a_port_in_use_under_gunicorn_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
+    """The Procfile's gunicorn on a taken port says so in one line and exits 1, without retrying."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = app_env(tmp_path, PORT=str(port), HOME=str(tmp_path))
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        done = subprocess.run(
+            ["bash", "-c", f"exec {procfile_web_command()}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1, done
+    # gunicorn logs its banner first; after it, one line (no retries, no traceback).
+    lines = [line for line in done.stderr.splitlines() if "Starting gunicorn" not in line]
+    assert len(lines) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
+
+
 def test_waiting_for_the_database_claim_says_what_and_how_long(tmp_path: Path) -> None:
     """A second process on a running one's SQLite database logs what it waits for and the bound,
     then refuses in one line."""
