@@ -19,7 +19,7 @@ from client.config import ChatState, terminal_width
 from client.connection import LiveSession
 
 HELP = """commands:
-  /rooms            list the rooms you can see (* marks yours, with unread counts)
+  /rooms            the rooms you can see (* marks yours, with unread counts)
   /switch ROOM      talk in another room you follow here (by name or ID)
   /join ID          join a room (and switch to it)
   /leave            leave the current room: this ends your membership

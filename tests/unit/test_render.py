@@ -255,3 +255,10 @@ def test_unread_counts_past_the_servers_cap_show_as_99_plus() -> None:
     listed = format_rooms([{**room, "member_count": 1, "member": True, "unread": 100}])
     assert listed.splitlines()[1].endswith("99+")
     assert format_rooms([{**room, "member_count": 1, "member": True, "unread": 99}]).endswith("99")
+
+
+def test_the_chat_help_fits_an_80_column_terminal() -> None:
+    """A longer line wraps on a standard terminal, and /help reads as a broken list."""
+    from client.chat import HELP
+
+    assert max(len(line) for line in HELP.splitlines()) < 80
