@@ -320,9 +320,11 @@ class LiveSession:
                 return  # printed before (a replay overlapping what we saw)
             self._state.last_seq[room] = seq
             self._state.save()
-        self._on_event(frame)
         if mark:
+            # Noted before it is printed: once the line shows, the user may quit at once,
+            # and the exit's flush (on the main thread) must already know of it.
             self.marks.printed(room, seq)
+        self._on_event(frame)
 
     def _drop_pending(self, client_msg_id: str) -> dict[str, Any] | None:
         with self._changed:
