@@ -110,7 +110,16 @@ def test_metrics_move_by_what_a_known_exchange_did(
             assert silent.expect("error")["code"] == "unauthorized"  # no auth frame in time
             assert silent.expect_closed() == 4001
 
-    wait_for(lambda: value(scrape(server), "greenroom_ws_connections") == 0, timeout=10)
+    def settled() -> bool:
+        # The gauge drops when a socket's writer ends; a peer's close is counted when the
+        # handler winds up, a moment later: wait for both, not for the gauge alone.
+        now = scrape(server)
+        closes = Moved(before, now)
+        return value(now, "greenroom_ws_connections") == 0 and (
+            closes("greenroom_ws_closes_total", code="peer") >= 2
+        )
+
+    wait_for(settled, timeout=10)
     moved = Moved(before, scrape(server))
     assert moved("greenroom_messages_stored_total") == 4
     assert moved("greenroom_message_frames_delivered_total") == 8  # to alice and to bob
